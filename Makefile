@@ -1,0 +1,50 @@
+# Two commands set up a fresh machine: `make run` (train if needed, then serve) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help venv run train serve test lint format repro versions bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)  ## create .venv with the pinned requirements
+
+train: venv  ## run the pipeline for models that have no champion yet
+	$(BIN)/python -m pipeline.cli train --if-missing
+
+run: train  ## set up, train if the registry is empty, then serve
+	@if [ -f deploy/serve.sh ]; then exec bash deploy/serve.sh; else echo "models trained; API not built yet"; fi
+
+repro: venv  ## dvc repro in the project workspace
+	$(BIN)/dvc repro
+
+versions: venv  ## registry versions with aliases
+	$(BIN)/python -m pipeline.cli versions
+
+lint: venv  ## ruff check + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv  ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: venv lint  ## the whole suite (lint, unit, integration against real services)
+	$(BIN)/pytest
+
+bench: venv  ## benchmarks under bench/ (print figures)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:  ## remove local state (registry, app database) and caches
+	rm -rf var .pytest_cache .ruff_cache

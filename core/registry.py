@@ -1,0 +1,237 @@
+"""The one place that talks to the MLflow Model Registry: versions, aliases, tags, loading.
+
+Alias moves are ordered so that a crash between two writes never leaves ``champion`` pointing
+at a version that was not meant to serve: ``previous`` is written before ``champion`` moves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import settings
+from core.specs import ALIAS_CHALLENGER, ALIAS_CHAMPION, ALIAS_PREVIOUS
+
+log = logging.getLogger(__name__)
+
+TAG_PREVIOUS_CHAMPION = "previous_champion"
+TAG_REJECTED_REASON = "rejected_reason"
+TAG_PROMOTED = "promoted"
+
+
+class RegistryError(Exception):
+    """Base class for registry failures a caller can report to a user."""
+
+
+class NotFound(RegistryError):
+    """The registered model or version does not exist."""
+
+
+class Conflict(RegistryError):
+    """The requested alias move is not possible in the current state."""
+
+
+@dataclass
+class VersionInfo:
+    """A registered model version with its aliases and tags."""
+
+    registered_name: str
+    version: str
+    run_id: str | None
+    aliases: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    created_at: int | None = None
+    source: str | None = None
+
+    def tag_json(self, key: str, default: Any = None) -> Any:
+        """A tag holding JSON, decoded (default when absent or unreadable)."""
+        raw = self.tags.get(key)
+        if raw is None:
+            return default
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return default
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data view for JSON responses and CLI output."""
+        return {
+            "registered_name": self.registered_name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "aliases": sorted(self.aliases),
+            "tags": dict(self.tags),
+            "created_at": self.created_at,
+        }
+
+
+def configure(tracking_uri: str | None = None) -> str:
+    """Point MLflow (tracking and registry) at tracking_uri or the configured default."""
+    import mlflow
+
+    settings.apply_quiet_env()
+    uri = tracking_uri or settings.mlflow_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def ensure_store(tracking_uri: str | None = None) -> str:
+    """Create the backing store and the experiment once, before several processes share it."""
+    import mlflow
+
+    uri = configure(tracking_uri)
+    name = settings.experiment_name()
+    if mlflow.get_experiment_by_name(name) is None:
+        if uri.startswith("sqlite:///"):
+            settings.state_dir().mkdir(parents=True, exist_ok=True)
+            mlflow.create_experiment(name, artifact_location=settings.mlflow_artifact_root())
+        else:
+            mlflow.create_experiment(name)
+    return uri
+
+
+def _info(mv) -> VersionInfo:
+    return VersionInfo(
+        registered_name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        aliases=list(getattr(mv, "aliases", []) or []),
+        tags=dict(mv.tags or {}),
+        created_at=mv.creation_timestamp,
+        source=mv.source,
+    )
+
+
+def _is_not_found(exc: Exception) -> bool:
+    code = getattr(exc, "error_code", "")
+    return (
+        code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+        or "not found" in str(exc).lower()
+    )
+
+
+def get_alias(registered_name: str, alias: str) -> VersionInfo | None:
+    """The version an alias points at, or None when the alias or model does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _info(_client().get_model_version_by_alias(registered_name, alias))
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            return None
+        raise
+
+
+def champion(registered_name: str) -> VersionInfo | None:
+    """The version currently served, or None."""
+    return get_alias(registered_name, ALIAS_CHAMPION)
+
+
+def get_version(registered_name: str, version: str) -> VersionInfo:
+    """One version; NotFound when it does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    if not str(version).isdigit():
+        raise NotFound(f"version {version!r} of {registered_name} does not exist")
+    try:
+        return _info(_client().get_model_version(registered_name, str(version)))
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            raise NotFound(f"version {version} of {registered_name} does not exist") from exc
+        raise
+
+
+def list_versions(registered_name: str) -> list[VersionInfo]:
+    """Every version of a registered model, newest first (empty when it does not exist)."""
+    client = _client()
+    found = [_info(mv) for mv in client.search_model_versions(f"name = '{registered_name}'")]
+    if found:
+        # Version search does not return aliases on every backend; the model record has them.
+        by_version: dict[str, list[str]] = {}
+        for alias, version in (client.get_registered_model(registered_name).aliases or {}).items():
+            by_version.setdefault(str(version), []).append(alias)
+        for info in found:
+            info.aliases = sorted(by_version.get(info.version, []))
+    return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+
+def register(model_uri: str, registered_name: str, tags: dict[str, str]) -> VersionInfo:
+    """Register a logged model as a new version carrying tags; returns the new version."""
+    import mlflow
+
+    client = _client()
+    try:
+        client.get_registered_model(registered_name)
+    except Exception:
+        client.create_registered_model(registered_name)
+    mv = mlflow.register_model(model_uri, registered_name, tags=tags)
+    return get_version(registered_name, str(mv.version))
+
+
+def set_tags(registered_name: str, version: str, tags: dict[str, str]) -> None:
+    """Set tags on a version."""
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, str(version), key, str(value))
+
+
+def set_challenger(registered_name: str, version: str) -> None:
+    """Mark the latest candidate."""
+    _client().set_registered_model_alias(registered_name, ALIAS_CHALLENGER, str(version))
+
+
+def promote(registered_name: str, version: str) -> VersionInfo:
+    """Make version the champion, keeping the old champion as ``previous``."""
+    target = get_version(registered_name, version)
+    current = champion(registered_name)
+    if current is not None and current.version == target.version:
+        raise Conflict(f"version {version} of {registered_name} is already champion")
+    client = _client()
+    if current is not None:
+        # Order matters: remember the predecessor, then previous, and move champion last.
+        client.set_model_version_tag(
+            registered_name, target.version, TAG_PREVIOUS_CHAMPION, current.version
+        )
+        client.set_registered_model_alias(registered_name, ALIAS_PREVIOUS, current.version)
+    client.set_model_version_tag(registered_name, target.version, TAG_PROMOTED, "true")
+    client.set_registered_model_alias(registered_name, ALIAS_CHAMPION, target.version)
+    log.info("promoted %s version %s", registered_name, target.version)
+    return get_version(registered_name, target.version)
+
+
+def rollback(registered_name: str) -> VersionInfo:
+    """Move champion back to ``previous``; ``previous`` then steps one further back."""
+    current = champion(registered_name)
+    prev = get_alias(registered_name, ALIAS_PREVIOUS)
+    if current is None or prev is None or prev.version == current.version:
+        raise Conflict(f"{registered_name} has no previous champion to roll back to")
+    client = _client()
+    client.set_registered_model_alias(registered_name, ALIAS_CHAMPION, prev.version)
+    before = prev.tags.get(TAG_PREVIOUS_CHAMPION)
+    if before and before != prev.version:
+        client.set_registered_model_alias(registered_name, ALIAS_PREVIOUS, before)
+    else:
+        client.delete_registered_model_alias(registered_name, ALIAS_PREVIOUS)
+    log.info("rolled %s back from %s to %s", registered_name, current.version, prev.version)
+    return get_version(registered_name, prev.version)
+
+
+def model_uri(registered_name: str, version: str) -> str:
+    """The models:/ URI of one version."""
+    return f"models:/{registered_name}/{version}"
+
+
+def load_model(registered_name: str, version: str) -> Any:
+    """Load one version as its native scikit-learn object."""
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(model_uri(registered_name, version))

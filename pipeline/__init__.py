@@ -1,0 +1,1 @@
+"""DVC stage entry points and the programmatic pipeline runner (training side only)."""
