@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import mlflow.artifacts
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -59,9 +60,10 @@ def main() -> None:
             served = registry.load_model(spec.registered_name, champ.version)
             x = np.array([list(spec.example_row().values())] * 50)
             latency = single_row_latency_ms(served, x, repeats=2000)
-            size = sum(
-                f.stat().st_size for f in Path(champ.source.replace("file://", "")).rglob("*")
+            local = mlflow.artifacts.download_artifacts(
+                registry.model_uri(spec.registered_name, champ.version)
             )
+            size = sum(f.stat().st_size for f in Path(local).rglob("*") if f.is_file())
             rows.append((model, champ.tags["algorithm"], latency, size / 1e6))
     print("\npipeline benchmark (2 fresh workspaces and registries, full params.yaml)")
     print(f"  full dvc repro, both models : {full1:6.1f} s, {full2:6.1f} s   (target <= 180 s)")
