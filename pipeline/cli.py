@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from core import registry
 from core.specs import MODEL_SPECS
+from pipeline import workspace
 from pipeline.params import ParamsError
 from pipeline.runner import PipelineError, resolve_models, run_pipeline
 
@@ -27,7 +29,10 @@ def _train(args: argparse.Namespace) -> int:
             print("every model has a champion; nothing to train")
             return 0
     results = run_pipeline(
-        names, force=args.force, progress=lambda m, s: print(f"  .. {s} {m}", flush=True)
+        names,
+        force=args.force,
+        workspace=args.workspace,
+        progress=lambda m, s: print(f"  .. {s} {m}", flush=True),
     )
     for model, res in results.items():
         verdict = "promoted" if res["promoted"] else "not promoted"
@@ -67,6 +72,15 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init_workspace(args: argparse.Namespace) -> int:
+    if (args.dest / "dvc.yaml").exists():
+        print(f"workspace {args.dest} exists")
+        return 0
+    workspace.create(args.dest)
+    print(f"workspace {args.dest} created")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run one command; errors print one line and exit 1."""
     parser = argparse.ArgumentParser(
@@ -77,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--model", default="all")
     train.add_argument("--force", action="store_true", help="retrain even if nothing changed")
     train.add_argument("--if-missing", action="store_true", help="only models with no champion")
+    train.add_argument("--workspace", type=Path, default=None, help="DVC workspace (default: .)")
     train.set_defaults(func=_train)
     versions = sub.add_parser("versions", help="list registry versions with aliases and metrics")
     versions.add_argument("--model", default="all")
@@ -88,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     rollback = sub.add_parser("rollback", help="champion back to the previous champion")
     rollback.add_argument("model", choices=sorted(MODEL_SPECS))
     rollback.set_defaults(func=_rollback)
+    init = sub.add_parser("init-workspace", help="copy a runnable pipeline workspace to DEST")
+    init.add_argument("dest", type=Path)
+    init.set_defaults(func=_init_workspace)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
