@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv run train serve test lint format repro versions bench clean
+.PHONY: help venv run train stack test lint format repro versions bench backup restore clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -23,8 +23,11 @@ venv: $(STAMP)  ## create .venv with the pinned requirements
 train: venv  ## run the pipeline for models that have no champion yet
 	$(BIN)/python -m pipeline.cli train --if-missing
 
-run: train  ## set up, train if the registry is empty, then serve
-	@if [ -f deploy/serve.sh ]; then exec bash deploy/serve.sh; else echo "models trained; API not built yet"; fi
+run: train  ## set up, train if the registry is empty, then serve (api, worker, redis/prometheus if needed)
+	exec bash deploy/stack.sh
+
+stack: venv  ## native launcher only: api + worker (+ redis, prometheus) under honcho
+	exec bash deploy/stack.sh
 
 repro: venv  ## dvc repro in the project workspace
 	$(BIN)/dvc repro
@@ -45,6 +48,13 @@ test: venv lint  ## the whole suite (lint, unit, integration against real servic
 
 bench: venv  ## benchmarks under bench/ (print figures)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+backup: venv  ## back up registry database, artifacts, job records and prediction log to backups/
+	$(BIN)/python deploy/backup.py backup $(DEST)
+
+restore: venv  ## restore a backup: make restore FROM=backups/<stamp> (stop the service first)
+	@test -n "$(FROM)" || { echo "usage: make restore FROM=backups/<stamp>"; exit 2; }
+	$(BIN)/python deploy/backup.py restore $(FROM)
 
 clean:  ## remove local state (registry, app database) and caches
 	rm -rf var .pytest_cache .ruff_cache
