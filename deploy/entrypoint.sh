@@ -21,7 +21,8 @@ case "${1:-api}" in
   worker)
     shift
     workspace
-    exec celery -A workers.make_celery worker --loglevel "${LOG_LEVEL:-INFO}" "$@"
+    exec celery -A workers.make_celery worker --pool prefork --concurrency 1 \
+      --without-gossip --without-mingle --loglevel "${LOG_LEVEL:-INFO}" "$@"
     ;;
   init)
     workspace

@@ -11,6 +11,9 @@ export REDIS_URL="${REDIS_URL:-redis://localhost:6379/0}"
 export MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
 mkdir -p "$STATE_DIR"
 
+# Create the MLflow store once, before several processes race on its first migration.
+python -c "from core import registry; registry.ensure_store()"
+
 processes=(api worker)
 redis_up() { python - "$REDIS_URL" <<'PY'
 import sys, redis

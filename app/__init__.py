@@ -1,0 +1,59 @@
+"""The Flask application factory: `gunicorn -c deploy/gunicorn.conf.py "app:create_app()"`."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app.config import Config
+
+
+def _blueprints() -> list:
+    """Every API blueprint, in documentation order; new resources are added here."""
+    from app.health import blp as health
+    from app.jobs import blp as jobs
+    from app.metrics_api import blp as metrics
+    from app.models_api import blp as models
+    from app.predict import blp as predict
+    from app.prediction_log_api import blp as predictions
+
+    # Later features register theirs here too (app.retrain.blp, app.jobs.blp).
+    return [predict, models, predictions, health, metrics, jobs]
+
+
+def _init_integrations(app: Flask) -> None:
+    """Hook for process-wide integrations configured from app.config (e.g. a Celery app)."""
+    from workers.celery_app import celery_init_app
+
+    celery_init_app(app)  # publishes retrain jobs by task name; never imports training code
+
+
+def create_app(config_class: type[Config] = Config) -> Flask:
+    """Build the app: config, logging, extensions, blueprints, error handlers. Loads no model."""
+    from app.docs import make_docs_assets_blueprint
+    from app.errors import register_error_handlers
+    from app.extensions import make_api, make_metrics
+    from app.predict.schemas import register_components
+    from app.request_log import configure_logging, init_request_log
+    from app.services import init_services
+    from core import registry
+
+    app = Flask(__name__, static_folder=None)
+    app.config.from_object(config_class())
+    app.json.sort_keys = False  # keep documented field order in schema-dumped responses
+    configure_logging(app.config["LOG_LEVEL"])
+    # Only records the URI (process-wide); no connection is made until a worker needs one.
+    registry.configure(app.config["MLFLOW_TRACKING_URI"])
+
+    # Order matters for the before_request hooks: request id first, then services.
+    init_request_log(app)
+    init_services(app)
+    make_metrics(app)
+
+    api = make_api(app)
+    register_components(api.spec, app.config["MAX_BATCH_ROWS"])
+    for blueprint in _blueprints():
+        api.register_blueprint(blueprint)
+    app.register_blueprint(make_docs_assets_blueprint(app.config["OPENAPI_SWAGGER_UI_URL"]))
+    register_error_handlers(app)  # after the Api, replacing its HTTPException handler
+    _init_integrations(app)
+    return app

@@ -1,0 +1,94 @@
+"""Application configuration: every setting comes from an environment variable with a default.
+
+Variable            Default                           Meaning
+API_PORT            8000                              port gunicorn binds (deploy/gunicorn.conf.py)
+LOG_LEVEL           INFO                              level of the JSON logs on stderr
+MLFLOW_TRACKING_URI sqlite:///$STATE_DIR/mlflow.db    MLflow tracking + model registry
+DATABASE_URL        sqlite:///$STATE_DIR/app.db       prediction log (and job records)
+API_ADMIN_TOKEN     (unset)                           bearer token of admin endpoints; unset = 403
+MODEL_REFRESH_SECONDS 5                               how often each worker checks @champion
+MAX_BATCH_ROWS      10000                             largest accepted "instances" batch
+MAX_CONTENT_LENGTH  8388608 (8 MiB)                   largest accepted request body (413 beyond)
+PREDICTION_LOG_ENABLED true                           store every predicted row
+PREDICTION_LOG_FLUSH_SECONDS 0.25                     how often buffered rows are written
+PREDICTION_LOG_FLUSH_ROWS 20000                       flush sooner once this many rows wait
+PREDICTION_LOG_MAX_PENDING_ROWS 100000                buffer bound per worker; when full, requests
+                                                      wait for the writer (backpressure) up to
+PREDICTION_LOG_BLOCK_SECONDS 5                        this long, then drop rows (counted)
+REQUEST_LOG_ENABLED true                              one JSON log line per request
+"""
+
+from __future__ import annotations
+
+import os
+
+from core import settings
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+class Config:
+    """Production defaults, read from the environment when the class is instantiated."""
+
+    TESTING = False
+
+    def __init__(self) -> None:
+        self.API_PORT = _int("API_PORT", 8000)
+        self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+        self.MLFLOW_TRACKING_URI = settings.mlflow_tracking_uri()
+        self.DATABASE_URL = settings.database_url()
+        # An empty token counts as unset: admin endpoints then refuse instead of running open.
+        self.API_ADMIN_TOKEN = os.environ.get("API_ADMIN_TOKEN") or None
+        self.MODEL_REFRESH_SECONDS = _float("MODEL_REFRESH_SECONDS", 5.0)
+        self.MAX_BATCH_ROWS = _int("MAX_BATCH_ROWS", 10_000)
+        self.MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 8 * 1024 * 1024)
+        self.PREDICTION_LOG_ENABLED = _bool("PREDICTION_LOG_ENABLED", True)
+        # Short, frequent flushes: each costs the worker's CPU briefly instead of one longer
+        # stall per second that shows up in the tail latency.
+        self.PREDICTION_LOG_FLUSH_SECONDS = _float("PREDICTION_LOG_FLUSH_SECONDS", 0.25)
+        self.PREDICTION_LOG_FLUSH_ROWS = _int("PREDICTION_LOG_FLUSH_ROWS", 20_000)
+        self.PREDICTION_LOG_MAX_PENDING_ROWS = _int("PREDICTION_LOG_MAX_PENDING_ROWS", 100_000)
+        self.PREDICTION_LOG_BLOCK_SECONDS = _float("PREDICTION_LOG_BLOCK_SECONDS", 5.0)
+        self.REQUEST_LOG_ENABLED = _bool("REQUEST_LOG_ENABLED", True)
+        # Background services (model refresher, log writer) start on first use in the serving
+        # process; gunicorn's post_fork starts them eagerly in each worker.
+        self.START_SERVICES_ON_FIRST_REQUEST = True
+
+        # flask-smorest / OpenAPI
+        self.API_TITLE = "Prediction service"
+        self.API_VERSION = "1.0.0"
+        self.OPENAPI_VERSION = "3.0.3"
+        self.OPENAPI_URL_PREFIX = "/"
+        self.OPENAPI_JSON_PATH = "openapi.json"
+        self.OPENAPI_SWAGGER_UI_PATH = "/docs"
+        # Swagger UI assets come from the swagger-ui-bundle package, served by app/docs.py.
+        self.OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
+        self.JSON_SORT_KEYS = False
+
+
+class TestConfig(Config):
+    """In-process tests: fast refresh, a known admin token, services started by the test."""
+
+    TESTING = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.API_ADMIN_TOKEN = "test-admin-token"
+        self.MODEL_REFRESH_SECONDS = 1.0
+        self.PREDICTION_LOG_FLUSH_SECONDS = 0.2
+        self.START_SERVICES_ON_FIRST_REQUEST = False

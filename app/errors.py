@@ -1,0 +1,124 @@
+"""The one error shape of the API: {"code", "status", "message", "errors"?} for every failure.
+
+Views raise ApiError (or any werkzeug HTTPException); everything unexpected becomes a 500 whose
+body carries only the request id, never a traceback or a path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from flask import Flask, Response, g
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answered to the client with a status, a message and optional field errors."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        errors: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.errors = errors
+        self.headers = headers or {}
+
+
+def validation_error(errors: dict[str, Any], message: str = "Invalid input.") -> ApiError:
+    """A 422 naming the offending fields."""
+    return ApiError(422, message, errors)
+
+
+def error_body(code: int, message: str, errors: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The error payload for status code."""
+    try:
+        status = HTTPStatus(code).phrase
+    except ValueError:
+        status = "Error"
+    body: dict[str, Any] = {"code": code, "status": status, "message": message}
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def error_response(
+    code: int,
+    message: str,
+    errors: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A JSON error response in the one shape."""
+    body = error_body(code, message, errors)
+    try:
+        payload = orjson.dumps(body)
+    except TypeError:
+        # Field names echo client input, which may hold lone surrogates that orjson refuses;
+        # the standard encoder escapes them.
+        payload = json.dumps(body).encode()
+    response = Response(payload, status=code, mimetype="application/json")
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    info = g.get("rq")
+    if info is not None:
+        info.error = message
+    return response
+
+
+def _unwrap_locations(errors: Any) -> Any:
+    # webargs nests errors under their location ({"json": {...}}); clients want fields.
+    if isinstance(errors, dict) and len(errors) == 1:
+        ((location, inner),) = errors.items()
+        if location in ("json", "query", "form", "view_args", "path") and isinstance(inner, dict):
+            return inner
+    return errors
+
+
+def handle_api_error(exc: ApiError) -> Response:
+    """Our own errors."""
+    return error_response(exc.code, exc.message, exc.errors, exc.headers)
+
+
+def handle_http_exception(exc: HTTPException) -> Response:
+    """werkzeug's errors (404, 405, 413, ...) and flask-smorest/webargs aborts."""
+    code = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    errors = data.get("errors") or data.get("messages")
+    message = data.get("message") or (exc.description or HTTPStatus(code).phrase)
+    if code == 422 and errors and "message" not in data:
+        message = "Invalid input."
+    headers = {
+        key: value
+        for key, value in exc.get_headers()
+        if key.lower() not in ("content-type", "content-length")
+    }
+    headers.update(data.get("headers") or {})
+    if code >= 500:
+        message = HTTPStatus(code).phrase + "."
+    return error_response(code, message, _unwrap_locations(errors), headers)
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    """Anything not raised on purpose: log it with the request id, answer a bare 500."""
+    if isinstance(exc, HTTPException):
+        return handle_http_exception(exc)
+    info = g.get("rq")
+    log.exception("unhandled error", extra={"request_id": info.request_id if info else None})
+    return error_response(500, "Internal server error; quote the request id when reporting it.")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Route every error through the one shape (replaces flask-smorest's handler)."""
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

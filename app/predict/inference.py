@@ -1,0 +1,90 @@
+"""Running a served model on a validated matrix and recording the model metrics."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import sklearn
+
+from app.errors import ApiError
+from app.model_cache import ServedModel
+from core.metrics import observe_many
+
+_thread_state = threading.local()
+
+
+def _configure_sklearn_for_thread() -> None:
+    # Inputs reach the model validated as finite float64, so scikit-learn's own finiteness
+    # scan is redundant work on every call. Its config is per thread: set it once per thread.
+    sklearn.set_config(assume_finite=True)
+    _thread_state.configured = True
+
+
+def _require_finite(values: np.ndarray) -> None:
+    """422 naming the rows whose inputs, though within bounds, overflowed the model."""
+    if np.isfinite(values).all():
+        return
+    rows = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+    message = ["The model cannot compute a finite prediction for these values."]
+    raise ApiError(
+        422,
+        "Input values are outside the range the model can compute.",
+        {"instances": {str(i): {"_schema": message} for i in rows[:100].tolist()}},
+    )
+
+
+def predict_rows(
+    served: ServedModel, matrix: np.ndarray
+) -> tuple[list[Any], np.ndarray | tuple[np.ndarray, ...]]:
+    """Run the model on matrix.
+
+    Returns one JSON-ready output per row (a float, or {"label", "probabilities"}) and the
+    same outputs laid out for the prediction log (see core.prediction_log).
+    """
+    if not getattr(_thread_state, "configured", False):
+        _configure_sklearn_for_thread()
+    model = served.model
+    n = matrix.shape[0]
+    if served.spec.task == "regression":
+        started = time.perf_counter()
+        values = np.asarray(model.predict(matrix), dtype=float)
+        served.inference_histogram.observe(time.perf_counter() - started)
+        _require_finite(values)
+        served.predictions_counter.inc(n)
+        observe_many(served.value_histogram, values)
+        return values.tolist(), values
+
+    classes = served.classes
+    started = time.perf_counter()
+    if served.has_proba:
+        proba = model.predict_proba(matrix)
+        served.inference_histogram.observe(time.perf_counter() - started)
+        _require_finite(proba)
+        # The label is the most probable class, so a label never disagrees with its own
+        # probabilities (SVC's predict() may, and calling both would double the model time).
+        index = proba.argmax(axis=1)
+        outputs = [
+            {"label": classes[i], "probabilities": dict(zip(classes, p, strict=True))}
+            for i, p in zip(index.tolist(), proba.tolist(), strict=True)
+        ]
+    else:
+        labels = model.predict(matrix)
+        served.inference_histogram.observe(time.perf_counter() - started)
+        lookup = {c: i for i, c in enumerate(classes)}
+        index = np.fromiter((lookup[str(label)] for label in labels), dtype=np.intp, count=n)
+        outputs = [{"label": classes[i], "probabilities": None} for i in index.tolist()]
+        proba = np.full((n, len(classes)), np.nan)
+    served.predictions_counter.inc(n)
+    if n == 1:
+        served.class_counters[int(index[0])].inc()
+    else:
+        for i, count in enumerate(np.bincount(index, minlength=len(classes)).tolist()):
+            if count:
+                served.class_counters[i].inc(count)
+    if served.to_spec_columns is not None:
+        proba, index = proba[:, served.to_spec_columns], served.to_spec_labels[index]
+    # Column blocks, joined by the prediction log's writer thread rather than here.
+    return outputs, (proba, index.reshape(n, 1))

@@ -1,0 +1,133 @@
+"""Every project metric (names are part of the contract in DESIGN.md), defined once.
+
+The API and the Celery worker import these objects; nothing else defines a metric. They live in
+prometheus_client's default registry, so they are multiprocess-safe whenever
+PROMETHEUS_MULTIPROC_DIR is set before prometheus_client is first imported (gunicorn.conf.py
+does that): each process then writes its samples to mmap files that MultiProcessCollector sums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+# Model time for one call, from a single iris row (~0.1 ms) to a 10,000-row tree-model batch.
+INFERENCE_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+# California median house values are in 100k USD and capped at 5.00001 in the data set.
+PREDICTION_VALUE_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 8.0)
+# A retrain runs the whole DVC pipeline: tens of seconds to tens of minutes.
+RETRAIN_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+
+MODEL_PREDICTIONS = Counter(
+    "model_predictions",
+    "Rows predicted, by model and the version that computed them.",
+    ["model", "version"],
+)
+MODEL_INFERENCE_SECONDS = Histogram(
+    "model_inference_seconds",
+    "Time spent inside the model's predict call per request (model time only).",
+    ["model"],
+    buckets=INFERENCE_BUCKETS,
+)
+MODEL_PREDICTION_VALUE = Histogram(
+    "model_prediction_value",
+    "Distribution of regression outputs (housing: 100k USD).",
+    ["model"],
+    buckets=PREDICTION_VALUE_BUCKETS,
+)
+MODEL_PREDICTED_CLASS = Counter(
+    "model_predicted_class",
+    "Predicted class labels of classification models.",
+    ["model", "class"],
+)
+# livemax: across live workers a version shows 1 while any worker still serves it, and dead
+# workers' files are dropped by mark_process_dead, so the series follow what is really served.
+MODEL_INFO = Gauge(
+    "model_info",
+    "1 for the model version a worker serves, 0 for versions it served before.",
+    ["model", "version", "algorithm"],
+    multiprocess_mode="livemax",
+)
+MODEL_RELOADS = Counter(
+    "model_reloads",
+    "Attempts to load a new champion version: outcome is success or failure.",
+    ["model", "outcome"],
+)
+RETRAIN_JOBS = Counter(
+    "retrain_jobs",
+    "Finished retrain jobs by outcome (promoted, rejected, failed).",
+    ["model", "outcome"],
+)
+RETRAIN_DURATION_SECONDS = Histogram(
+    "retrain_duration_seconds",
+    "Wall time of a retrain job, from start to the promotion decision.",
+    ["model"],
+    buckets=RETRAIN_BUCKETS,
+)
+PREDICTION_LOG_ROWS = Counter(
+    "prediction_log_rows",
+    "Predicted rows handled by the prediction log: written, or dropped when the buffer is full.",
+    ["outcome"],
+)
+
+ALL_METRICS = (
+    MODEL_PREDICTIONS,
+    MODEL_INFERENCE_SECONDS,
+    MODEL_PREDICTION_VALUE,
+    MODEL_PREDICTED_CLASS,
+    MODEL_INFO,
+    MODEL_RELOADS,
+    RETRAIN_JOBS,
+    RETRAIN_DURATION_SECONDS,
+    PREDICTION_LOG_ROWS,
+)
+
+
+def register_into(registry: CollectorRegistry) -> None:
+    """Also expose the project metrics through another registry (single-process /metrics)."""
+    if registry is REGISTRY:
+        return
+    for metric in ALL_METRICS:
+        registry.register(metric)
+
+
+def observe_many(histogram: Histogram, values: Iterable[float] | np.ndarray) -> None:
+    """Observe a whole batch in O(buckets) metric writes instead of one write per value.
+
+    A labelled child's bucket counters are not cumulative (exposition sums them), so adding
+    each bucket's count once is exactly equivalent to observing every value.
+    """
+    arr = np.asarray(values, dtype=float).ravel()
+    arr = arr[~np.isnan(arr)]  # observe() would count NaN in no bucket; skip it outright
+    if arr.size == 0:
+        return
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:  # a future client changed internals
+        for value in arr.tolist():
+            histogram.observe(value)
+        return
+    # observe() puts v in the first bucket whose upper bound is >= v: searchsorted "left".
+    index = np.searchsorted(np.asarray(bounds, dtype=float), arr, side="left")
+    counts = np.bincount(index, minlength=len(bounds))
+    for i in np.flatnonzero(counts).tolist():
+        buckets[i].inc(int(counts[i]))
+    total.inc(float(arr.sum()))
