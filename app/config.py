@@ -5,6 +5,7 @@ API_PORT            8000                              port gunicorn binds (deplo
 LOG_LEVEL           INFO                              level of the JSON logs on stderr
 MLFLOW_TRACKING_URI sqlite:///$STATE_DIR/mlflow.db    MLflow tracking + model registry
 DATABASE_URL        sqlite:///$STATE_DIR/app.db       prediction log (and job records)
+REDIS_URL           redis://localhost:6379/0          Celery broker the API publishes retrains to
 API_ADMIN_TOKEN     (unset)                           bearer token of admin endpoints; unset = 403
 MODEL_REFRESH_SECONDS 5                               how often each worker checks @champion
 MAX_BATCH_ROWS      10000                             largest accepted "instances" batch
@@ -23,23 +24,7 @@ from __future__ import annotations
 import os
 
 from core import settings
-
-
-def _bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return raw.strip().lower() in ("1", "true", "yes", "on")
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else default
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw not in (None, "") else default
+from core.settings import env_bool, env_float, env_int
 
 
 class Config:
@@ -48,23 +33,24 @@ class Config:
     TESTING = False
 
     def __init__(self) -> None:
-        self.API_PORT = _int("API_PORT", 8000)
+        self.API_PORT = env_int("API_PORT", 8000)
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
         self.MLFLOW_TRACKING_URI = settings.mlflow_tracking_uri()
         self.DATABASE_URL = settings.database_url()
+        self.REDIS_URL = settings.redis_url()  # Celery broker the API publishes retrains to
         # An empty token counts as unset: admin endpoints then refuse instead of running open.
         self.API_ADMIN_TOKEN = os.environ.get("API_ADMIN_TOKEN") or None
-        self.MODEL_REFRESH_SECONDS = _float("MODEL_REFRESH_SECONDS", 5.0)
-        self.MAX_BATCH_ROWS = _int("MAX_BATCH_ROWS", 10_000)
-        self.MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 8 * 1024 * 1024)
-        self.PREDICTION_LOG_ENABLED = _bool("PREDICTION_LOG_ENABLED", True)
+        self.MODEL_REFRESH_SECONDS = env_float("MODEL_REFRESH_SECONDS", 5.0)
+        self.MAX_BATCH_ROWS = env_int("MAX_BATCH_ROWS", 10_000)
+        self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 8 * 1024 * 1024)
+        self.PREDICTION_LOG_ENABLED = env_bool("PREDICTION_LOG_ENABLED", True)
         # Short, frequent flushes: each costs the worker's CPU briefly instead of one longer
         # stall per second that shows up in the tail latency.
-        self.PREDICTION_LOG_FLUSH_SECONDS = _float("PREDICTION_LOG_FLUSH_SECONDS", 0.25)
-        self.PREDICTION_LOG_FLUSH_ROWS = _int("PREDICTION_LOG_FLUSH_ROWS", 20_000)
-        self.PREDICTION_LOG_MAX_PENDING_ROWS = _int("PREDICTION_LOG_MAX_PENDING_ROWS", 100_000)
-        self.PREDICTION_LOG_BLOCK_SECONDS = _float("PREDICTION_LOG_BLOCK_SECONDS", 5.0)
-        self.REQUEST_LOG_ENABLED = _bool("REQUEST_LOG_ENABLED", True)
+        self.PREDICTION_LOG_FLUSH_SECONDS = env_float("PREDICTION_LOG_FLUSH_SECONDS", 0.25)
+        self.PREDICTION_LOG_FLUSH_ROWS = env_int("PREDICTION_LOG_FLUSH_ROWS", 20_000)
+        self.PREDICTION_LOG_MAX_PENDING_ROWS = env_int("PREDICTION_LOG_MAX_PENDING_ROWS", 100_000)
+        self.PREDICTION_LOG_BLOCK_SECONDS = env_float("PREDICTION_LOG_BLOCK_SECONDS", 5.0)
+        self.REQUEST_LOG_ENABLED = env_bool("REQUEST_LOG_ENABLED", True)
         # Background services (model refresher, log writer) start on first use in the serving
         # process; gunicorn's post_fork starts them eagerly in each worker.
         self.START_SERVICES_ON_FIRST_REQUEST = True

@@ -72,7 +72,7 @@ MODEL_RELOADS = Counter(
 )
 RETRAIN_JOBS = Counter(
     "retrain_jobs",
-    "Finished retrain jobs by outcome (promoted, rejected, failed).",
+    "Finished retrain jobs by outcome (promoted, rejected, up_to_date, failed).",
     ["model", "outcome"],
 )
 RETRAIN_DURATION_SECONDS = Histogram(
@@ -80,6 +80,19 @@ RETRAIN_DURATION_SECONDS = Histogram(
     "Wall time of a retrain job, from start to the promotion decision.",
     ["model"],
     buckets=RETRAIN_BUCKETS,
+)
+# Worker-side gauges. livesum: a dead pool process's stage disappears with it.
+RETRAIN_STAGE = Gauge(
+    "retrain_stage",
+    "1 for the pipeline stage a running retrain of a model is in (0 when idle).",
+    ["model", "stage"],
+    multiprocess_mode="livesum",
+)
+RETRAIN_LAST_SUCCESS = Gauge(
+    "retrain_last_success_timestamp_seconds",
+    "Unix time when a retrain of the model last succeeded.",
+    ["model"],
+    multiprocess_mode="max",
 )
 PREDICTION_LOG_ROWS = Counter(
     "prediction_log_rows",
@@ -96,6 +109,8 @@ ALL_METRICS = (
     MODEL_RELOADS,
     RETRAIN_JOBS,
     RETRAIN_DURATION_SECONDS,
+    RETRAIN_STAGE,
+    RETRAIN_LAST_SUCCESS,
     PREDICTION_LOG_ROWS,
 )
 

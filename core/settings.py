@@ -16,6 +16,26 @@ QUIET_ENV = {
 }
 
 
+def env_int(name: str, default: int) -> int:
+    """Integer environment variable; unset or empty gives default."""
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def env_float(name: str, default: float) -> float:
+    """Float environment variable; unset or empty gives default."""
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """Boolean environment variable (1/true/yes/on); unset or empty gives default."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
 def apply_quiet_env() -> None:
     """Turn off telemetry and analytics for MLflow and DVC in this process and its children."""
     for key, value in QUIET_ENV.items():

@@ -25,20 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import settings
-from core.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT, env_float, env_int
 
 RETRAIN_TASK = "workers.retrain"  # the API publishes by name and never imports the task
 RETRAIN_QUEUE = "retrain"
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else default
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw not in (None, "") else default
 
 
 @dataclass(frozen=True)
@@ -72,12 +62,12 @@ def load() -> WorkerSettings:
     return WorkerSettings(
         redis_url=settings.redis_url(),
         workspace=Path(os.environ.get("PIPELINE_WORKSPACE") or PROJECT_ROOT).resolve(),
-        time_limit=_int("RETRAIN_TIME_LIMIT", 1800),
-        max_attempts=_int("RETRAIN_MAX_ATTEMPTS", 3),
-        heartbeat_seconds=_float("JOB_HEARTBEAT_SECONDS", 10.0),
-        stale_seconds=_float("JOB_STALE_SECONDS", 60.0),
-        sweep_seconds=_float("JOB_SWEEP_SECONDS", 30.0),
-        lost_after_seconds=_float("JOB_LOST_AFTER_SECONDS", 10.0),
-        busy_wait_seconds=_float("WORKSPACE_BUSY_WAIT_SECONDS", 300.0),
-        metrics_port=_int("WORKER_METRICS_PORT", 9101),
+        time_limit=env_int("RETRAIN_TIME_LIMIT", 1800),
+        max_attempts=env_int("RETRAIN_MAX_ATTEMPTS", 3),
+        heartbeat_seconds=env_float("JOB_HEARTBEAT_SECONDS", 10.0),
+        stale_seconds=env_float("JOB_STALE_SECONDS", 60.0),
+        sweep_seconds=env_float("JOB_SWEEP_SECONDS", 30.0),
+        lost_after_seconds=env_float("JOB_LOST_AFTER_SECONDS", 10.0),
+        busy_wait_seconds=env_float("WORKSPACE_BUSY_WAIT_SECONDS", 300.0),
+        metrics_port=env_int("WORKER_METRICS_PORT", 9101),
     )

@@ -147,6 +147,7 @@ def _progress(engine: Engine, job_id: str, attempt: int) -> Callable[[str, str],
             jobs.set_stage(engine, job_id, attempt, f"{stage}@{model}")
         except Exception as exc:  # progress is informative; never let it break the run
             log.warning("could not record stage of job %s: %s", job_id, exc)
+        retrain_metrics.stage(model, stage)
         log.info("job %s: stage %s@%s", job_id, stage, model)
 
     return report

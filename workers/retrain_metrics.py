@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
-from core.metrics import RETRAIN_DURATION_SECONDS, RETRAIN_JOBS
+from core.metrics import (
+    RETRAIN_DURATION_SECONDS,
+    RETRAIN_JOBS,
+    RETRAIN_LAST_SUCCESS,
+    RETRAIN_STAGE,
+)
 
 PROMOTED = "promoted"
 REJECTED = "rejected"
@@ -24,6 +30,7 @@ def initialise(models: Iterable[str]) -> None:
     for model in models:
         for label in OUTCOMES:
             RETRAIN_JOBS.labels(model=model, outcome=label)
+        stage(model, None)
 
 
 def outcome(result: dict[str, Any]) -> str:
@@ -33,10 +40,27 @@ def outcome(result: dict[str, Any]) -> str:
     return PROMOTED if result.get("promoted") else REJECTED
 
 
+IDLE = "idle"
+_current: dict[str, str] = {}
+
+
+def stage(model: str, name: str | None) -> None:
+    """Show the stage a model's retrain is in; None shows it idle."""
+    name = name or IDLE
+    previous = _current.get(model)
+    if previous is not None and previous != name:
+        RETRAIN_STAGE.labels(model=model, stage=previous).set(0)
+    RETRAIN_STAGE.labels(model=model, stage=name).set(1)
+    _current[model] = name
+
+
 def record(outcomes: dict[str, str], seconds: float | None) -> None:
     """Count one finished job per model by outcome and observe its duration."""
     for model, label in outcomes.items():
+        stage(model, None)
         RETRAIN_JOBS.labels(model=model, outcome=label).inc()
+        if label != FAILED:
+            RETRAIN_LAST_SUCCESS.labels(model=model).set(time.time())
         if seconds is not None:
             RETRAIN_DURATION_SECONDS.labels(model=model).observe(seconds)
 

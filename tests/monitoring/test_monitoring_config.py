@@ -26,6 +26,8 @@ CONTRACT_METRICS = {
     "model_reloads_total",
     "retrain_jobs_total",
     "retrain_duration_seconds",
+    "retrain_stage",
+    "retrain_last_success_timestamp_seconds",
     "up",
 }
 
