@@ -216,3 +216,10 @@ def test_every_alert_rule_is_loaded_and_healthy(stack, driven):
 def test_both_targets_are_up(stack, driven):
     up = {r["metric"]["job"]: r["value"][1] for r in query(stack["prom"], "up")}
     assert up == {"api": "1", "worker": "1"}
+
+
+def test_process_metrics_cover_master_and_both_workers(stack, driven):
+    prom = stack["prom"]
+    assert scalar(prom, 'api_server_processes{job="api"}') == 3
+    assert scalar(prom, 'process_resident_memory_bytes{job="api"}') > 100e6  # two model copies
+    assert scalar(prom, 'process_cpu_seconds_total{job="api"}') > 0
