@@ -94,17 +94,14 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) ->
         time.sleep(0.2)
 
 
-def wait_all_workers_ready(url: str, timeout: float, streak: int = 20) -> None:
-    """Readiness is per gunicorn worker: wait for a streak of 200s on fresh connections."""
-    deadline = time.monotonic() + timeout
-    good = 0
-    while good < streak:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{url} not ready in every worker after {timeout:.0f}s")
-        try:
-            ok = requests.get(url, timeout=2, headers={"Connection": "close"}).status_code == 200
-        except requests.RequestException:
-            ok = False
-        good = good + 1 if ok else 0
-        if not ok:
-            time.sleep(0.2)
+def wait_all_workers_ready(base_url: str, workers: int, timeout: float) -> None:
+    """Readiness is per gunicorn worker: poll /health until `workers` distinct pids said ok."""
+    ready: set[int] = set()
+
+    def every_worker_ready() -> bool:
+        checks = requests.get(f"{base_url}/health", timeout=2).json()["checks"]
+        if all(m["status"] == "ok" for m in checks["models"].values()):
+            ready.add(checks["process"]["pid"])
+        return len(ready) >= workers
+
+    wait_until(every_worker_ready, timeout, f"{workers} workers ready", interval=0.05)

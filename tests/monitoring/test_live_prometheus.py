@@ -107,7 +107,7 @@ def stack(trained_registry, tmp_path_factory):
         started.append(prom)
         api_url = f"http://127.0.0.1:{api_port}"
         procs.wait_http(f"{api_url}/health/ready", 120, api)
-        procs.wait_all_workers_ready(f"{api_url}/health/ready", 60)
+        procs.wait_all_workers_ready(api_url, 2, 60)
         procs.wait_http(f"http://127.0.0.1:{worker_port}/metrics", 60, worker)
         procs.wait_http(f"http://127.0.0.1:{prom_port}/-/ready", 60, prom)
         yield {"api": api_url, "prom": f"http://127.0.0.1:{prom_port}", "procs": started}
