@@ -350,18 +350,23 @@ def claim(
     return Claim(current)
 
 
+def _update_attempt(job_id: str, attempt: int, **values: Any):
+    """UPDATE of a job that matches only while `attempt` is its current, running attempt."""
+    return (
+        update(retrain_jobs)
+        .where(
+            retrain_jobs.c.job_id == job_id,
+            retrain_jobs.c.state == RUNNING,
+            retrain_jobs.c.attempts == attempt,
+        )
+        .values(**values)
+    )
+
+
 def _attempt_update(engine: Engine, job_id: str, attempt: int, **values: Any) -> bool:
     """Update the running attempt `attempt` of a job; False when it is no longer current."""
     with engine.begin() as conn:
-        done = conn.execute(
-            update(retrain_jobs)
-            .where(
-                retrain_jobs.c.job_id == job_id,
-                retrain_jobs.c.state == RUNNING,
-                retrain_jobs.c.attempts == attempt,
-            )
-            .values(**values)
-        )
+        done = conn.execute(_update_attempt(job_id, attempt, **values))
     return done.rowcount == 1
 
 
@@ -402,15 +407,7 @@ def finish(
     if stage is not None:
         values["stage"] = stage
     with engine.begin() as conn:
-        done = conn.execute(
-            update(retrain_jobs)
-            .where(
-                retrain_jobs.c.job_id == job_id,
-                retrain_jobs.c.state == RUNNING,
-                retrain_jobs.c.attempts == attempt,
-            )
-            .values(**values)
-        )
+        done = conn.execute(_update_attempt(job_id, attempt, **values))
         if done.rowcount != 1:
             return False
         conn.execute(delete(retrain_locks).where(retrain_locks.c.job_id == job_id))

@@ -8,6 +8,7 @@ import pytest
 
 from core.specs import HOUSING, IRIS
 from tests.api.conftest import example
+from tests.contract import CONTRACT_METRICS
 
 
 def _model_ref(body: dict, spec) -> None:
@@ -177,18 +178,7 @@ def test_metrics_endpoints(client):
         assert response.status_code == 200
         assert response.content_type.startswith("text/plain")
         text = response.get_data(as_text=True)
-        for name in (
-            "flask_http_request_duration_seconds",
-            "flask_http_request_total",
-            "model_predictions_total",
-            "model_inference_seconds",
-            "model_prediction_value",
-            "model_predicted_class_total",
-            "model_info",
-            "model_reloads_total",
-            "retrain_jobs_total",
-            "retrain_duration_seconds",
-        ):
+        for name in CONTRACT_METRICS:
             assert name in text, name
     assert 'model_info{algorithm="' in text
     assert 'model_reloads_total{model="iris",outcome="success"}' in text

@@ -12,24 +12,11 @@ import pytest
 import yaml
 
 from core.settings import PROJECT_ROOT
+from tests.contract import CONTRACT_METRICS, WORKER_METRICS
 
 MONITORING = PROJECT_ROOT / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "prediction-service.json"
-CONTRACT_METRICS = {
-    "flask_http_request_duration_seconds",
-    "flask_http_request_total",
-    "model_predictions_total",
-    "model_inference_seconds",
-    "model_prediction_value",
-    "model_predicted_class_total",
-    "model_info",
-    "model_reloads_total",
-    "retrain_jobs_total",
-    "retrain_duration_seconds",
-    "retrain_stage",
-    "retrain_last_success_timestamp_seconds",
-    "up",
-}
+KNOWN_METRICS = {*CONTRACT_METRICS, *WORKER_METRICS, "up"}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
@@ -92,7 +79,7 @@ def test_dashboard_queries_use_contract_metrics_only():
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
     assert len(dash["panels"]) >= 12
     used = set().union(*(_metric_names(e) for e in exprs))
-    assert used <= CONTRACT_METRICS, f"unknown metrics in dashboard: {used - CONTRACT_METRICS}"
+    assert used <= KNOWN_METRICS, f"unknown metrics in dashboard: {used - KNOWN_METRICS}"
     for needed in ("model_info", "retrain_jobs_total", "model_predicted_class_total", "up"):
         assert needed in used
     for panel in dash["panels"]:
@@ -117,4 +104,4 @@ def test_grafana_provisioning_points_at_the_dashboard_and_has_no_default_passwor
 def test_alert_queries_use_contract_metrics_only(rule_file):
     rules = yaml.safe_load((MONITORING / rule_file).read_text())
     used = set().union(*(_metric_names(r["expr"]) for g in rules["groups"] for r in g["rules"]))
-    assert used <= CONTRACT_METRICS, used - CONTRACT_METRICS
+    assert used <= KNOWN_METRICS, used - KNOWN_METRICS
