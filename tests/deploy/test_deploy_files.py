@@ -107,3 +107,13 @@ def test_every_env_name_used_by_compose_is_documented():
     assert used <= documented, f"undocumented in deploy/env.example: {used - documented}"
     app_env = yaml.safe_load(COMPOSE.read_text())["x-app"]["environment"]
     assert set(app_env) <= documented | {"PIPELINE_WORKSPACE"}
+
+
+def test_actionlint_accepts_the_workflow_and_catches_a_broken_one(tmp_path):
+    exe = tool("actionlint")
+    res = run(exe, str(WORKFLOW))
+    assert res.returncode == 0, res.stdout + res.stderr
+    broken = tmp_path / "ci.yml"
+    broken.write_text(WORKFLOW.read_text().replace("needs: lint", "needs: lnit"))
+    res = run(exe, str(broken))
+    assert res.returncode != 0 and 'needs job "lnit"' in res.stdout
