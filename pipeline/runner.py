@@ -58,6 +58,7 @@ def _env(run_id: str) -> dict[str, str]:
     # Stage commands say `python`: make it this interpreter, with the workspace importable.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri()
+    env["MLFLOW_REGISTRY_URI"] = env["MLFLOW_TRACKING_URI"]  # never a stale inherited one
     env["STATE_DIR"] = str(settings.state_dir())
     return env
 

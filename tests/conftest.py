@@ -35,6 +35,8 @@ def registry_env(state_dir: Path) -> dict[str, str]:
         {
             "STATE_DIR": str(state_dir),
             "MLFLOW_TRACKING_URI": f"sqlite:///{state_dir / 'mlflow.db'}",
+            # mlflow.set_registry_uri() exports this; children must not inherit a stale one.
+            "MLFLOW_REGISTRY_URI": f"sqlite:///{state_dir / 'mlflow.db'}",
             "DATABASE_URL": f"sqlite:///{state_dir / 'app.db'}",
             "PYTHONPATH": str(PROJECT_ROOT),
         }

@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 import requests
+import yaml
 
 from core.settings import PROJECT_ROOT
 from core.specs import HOUSING, IRIS
@@ -34,8 +35,17 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_SQLALCHEMY = "postgresql+psycopg2://postgres@127.0.0.1:5432"
-# Same value as the compose mlflow service's --allowed-hosts (clients use http://mlflow:5000).
-ALLOWED_HOSTS = "mlflow:5000,localhost:*,127.0.0.1:*"
+
+
+def compose_allowed_hosts() -> str:
+    """The compose mlflow service's --allowed-hosts value: the test runs the same server."""
+    command = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"][
+        "mlflow"
+    ]["command"]
+    return command[command.index("--allowed-hosts") + 1]
+
+
+ALLOWED_HOSTS = compose_allowed_hosts()
 IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 # pipeline.cli train prints "<model> candidate v<version> <promoted|not promoted> <reason>".
 VERDICT = re.compile(r"^(\w+)\s+candidate v(\S+)\s+(promoted|not promoted)\s", re.MULTILINE)
@@ -88,6 +98,9 @@ def stack(trained_registry: TrainedRegistry, tmp_path_factory) -> Iterator[Stack
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "PATH": f"{BIN}:{trained_registry.env.get('PATH', '')}",
         }
+        # mlflow.set_registry_uri() exported the session's SQLite registry; like compose, the
+        # children here get MLFLOW_TRACKING_URI only (the server) and nothing else to fall to.
+        env.pop("MLFLOW_REGISTRY_URI", None)
         proc = procs.start(
             [
                 str(BIN / "mlflow"),
@@ -214,8 +227,13 @@ def test_api_serves_the_champions_and_logs_to_postgres(stack, api):
     assert body["model"]["version"] == "1"
 
     info = requests.get(f"{api}/models/info", timeout=10).json()
-    served = {m["name"]: (m["registered_name"], m["version"]) for m in info["models"]}
-    assert served == {name: (registered, "1") for name, registered in MODELS.items()}
+    served = {m["name"]: (m["registered_name"], m["version"], m["run_id"]) for m in info["models"]}
+    # The run ids are the server's champions (the session's SQLite registry has v1s too).
+    champions = {
+        name: (registered, "1", _champion(stack, registered).json()["model_version"]["run_id"])
+        for name, registered in MODELS.items()
+    }
+    assert served == champions
 
     def logged_rows() -> int:
         conn = psycopg2.connect(_pg_url(stack.app_db), connect_timeout=5)
