@@ -46,8 +46,10 @@ format: venv  ## apply ruff fixes and formatting
 test: venv lint  ## the whole suite (lint, unit, integration against real services)
 	$(BIN)/pytest
 
-bench: venv  ## benchmarks under bench/ (print figures)
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+bench: venv  ## benchmarks under bench/ (print figures; run on a quiet machine, needs wrk)
+	$(BIN)/python -m bench.bench_pipeline
+	$(BIN)/python -m bench.bench_retrain
+	$(BIN)/python -m bench.bench_api
 
 backup: venv  ## back up registry database, artifacts, job records and prediction log to backups/
 	$(BIN)/python deploy/backup.py backup $(DEST)
