@@ -98,7 +98,8 @@ def test_hot_swap_under_load(server: Gunicorn):
     client = Client(server)
     client.start()
     try:
-        time.sleep(0.5)
+        # Traffic must be flowing before the promotion, and keep flowing after convergence.
+        procs.wait_until(lambda: len(client.results) >= 20, 10, "client traffic before the swap")
         promoted = server.post("/models/iris/promote", json={"version": new}, headers=ADMIN)
         assert promoted.status_code == 200, promoted.text
         started = time.monotonic()
@@ -107,7 +108,9 @@ def test_hot_swap_under_load(server: Gunicorn):
         )
         converged = time.monotonic() - started
         mark = len(client.results)
-        time.sleep(0.5)
+        procs.wait_until(
+            lambda: len(client.results) >= mark + 20, 10, "client traffic after the swap"
+        )
     finally:
         client.stop.set()
         client.join(15)
