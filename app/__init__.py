@@ -16,7 +16,6 @@ def _blueprints() -> list:
     from app.predict import blp as predict
     from app.prediction_log_api import blp as predictions
 
-    # Later features register theirs here too (app.retrain.blp, app.jobs.blp).
     return [predict, models, predictions, health, metrics, jobs]
 
 

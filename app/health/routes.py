@@ -49,22 +49,29 @@ class Health(MethodView):
     @blp.response(200, HealthSchema)
     @blp.alt_response(503, schema=HealthSchema, description="No model can serve.")
     def get(self) -> tuple[dict[str, Any], int]:
-        """Status of the models and the prediction log in this worker.
+        """Status of the models, the prediction log and the retrain broker, in this worker.
 
-        "degraded" when a model is missing or the prediction log cannot write; 503 only when
-        no model can serve at all.
+        "degraded" when a model is missing, the prediction log cannot write or Redis does not
+        answer; 503 only when no model can serve at all.
         """
         models = get_services().cache.status()
         plog = _prediction_log_check()
-        serving = [name for name, m in models.items() if m["status"] == "ok"]
-        healthy = len(serving) == len(models) and plog["status"] in ("ok", "disabled")
         broker = _broker_check()
-        healthy = healthy and broker["status"] == "ok"
+        serving = [name for name, m in models.items() if m["status"] == "ok"]
+        healthy = (
+            len(serving) == len(models)
+            and plog["status"] in ("ok", "disabled")
+            and broker["status"] == "ok"
+        )
         body = {
             "status": "ok" if healthy else "degraded",
-            "checks": {"models": models, "prediction_log": plog, "process": {"pid": os.getpid()}},
+            "checks": {
+                "models": models,
+                "prediction_log": plog,
+                "broker": broker,
+                "process": {"pid": os.getpid()},
+            },
         }
-        body["checks"]["broker"] = broker
         return body, (200 if serving else 503)
 
 
