@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import JSON, MetaData, create_engine, event
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -24,7 +26,22 @@ metadata = MetaData(
     }
 )
 
+# JSON columns: JSONB on PostgreSQL (indexable, compact), JSON text elsewhere.
+JSON_TYPE = JSON().with_variant(JSONB(), "postgresql")
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (what every timestamp column stores)."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A stored timestamp as aware UTC (SQLite hands back naive datetimes; we write UTC)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
 
 
 def _sqlite_on_connect(dbapi_conn, _record) -> None:
@@ -59,6 +76,11 @@ def create_tables(engine: Engine, attempts: int = 3) -> None:
     for attempt in range(1, attempts + 1):
         try:
             metadata.create_all(engine, checkfirst=True)
+            # create_all skips indexes of tables that already exist: add ones a newer
+            # release defines (e.g. the prediction log's request_id index used by feedback).
+            for table in metadata.sorted_tables:
+                for index in table.indexes:
+                    index.create(engine, checkfirst=True)
             return
         except SQLAlchemyError:
             # Two processes starting together may both see "missing" and race on CREATE; the

@@ -99,6 +99,76 @@ PREDICTION_LOG_ROWS = Counter(
     "Predicted rows handled by the prediction log: written, or dropped when the buffer is full.",
     ["outcome"],
 )
+MODEL_FEEDBACK = Counter(
+    "model_feedback",
+    "Ground-truth labels received through POST /feedback: outcome accepted or duplicate.",
+    ["model", "outcome"],
+)
+# Monitor-side gauges, set by the periodic monitor job in the monitor worker. mostrecent: the
+# value of the latest run survives a recycled pool process until the next run replaces it.
+MODEL_FEATURE_DRIFT_PSI = Gauge(
+    "model_feature_drift_psi",
+    "Population Stability Index of each input feature: recent logged inputs vs training data.",
+    ["model", "feature"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_DRIFT_SCORE = Gauge(
+    "model_drift_score",
+    "Overall input drift of a model: the largest feature PSI of the latest drift check.",
+    ["model"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_DRIFT_WINDOW_ROWS = Gauge(
+    "model_drift_window_rows",
+    "Logged input rows the latest drift check compared with the training reference.",
+    ["model"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_LIVE_RMSE = Gauge(
+    "model_live_rmse",
+    "RMSE over the latest labelled predictions of a regression model version.",
+    ["model", "version"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_LIVE_MAE = Gauge(
+    "model_live_mae",
+    "MAE over the latest labelled predictions of a regression model version.",
+    ["model", "version"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_LIVE_ACCURACY = Gauge(
+    "model_live_accuracy",
+    "Accuracy over the latest labelled predictions of a classification model version.",
+    ["model", "version"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_LIVE_LABELLED_ROWS = Gauge(
+    "model_live_labelled_rows",
+    "Labelled predictions behind the live quality gauges of a model version.",
+    ["model", "version"],
+    multiprocess_mode="mostrecent",
+)
+RETRAIN_AUTO_TRIGGERS = Counter(
+    "retrain_auto_triggers",
+    "Degradation checks that asked for a retrain, by trigger (drift, performance) and outcome "
+    "(submitted, cooldown, busy, failed).",
+    ["model", "trigger", "outcome"],
+)
+MONITOR_RUNS = Counter(
+    "monitor_runs",
+    "Periodic monitor jobs by task (check, retention) and outcome (success, failure).",
+    ["task", "outcome"],
+)
+MONITOR_LAST_SUCCESS = Gauge(
+    "monitor_last_success_timestamp_seconds",
+    "Unix time when a periodic monitor task last completed.",
+    ["task"],
+    multiprocess_mode="max",
+)
+PREDICTION_LOG_PRUNED = Counter(
+    "prediction_log_pruned_rows",
+    "Prediction log rows removed by the retention job (older than PREDICTION_LOG_RETENTION_DAYS).",
+)
 
 ALL_METRICS = (
     MODEL_PREDICTIONS,
@@ -112,6 +182,18 @@ ALL_METRICS = (
     RETRAIN_STAGE,
     RETRAIN_LAST_SUCCESS,
     PREDICTION_LOG_ROWS,
+    MODEL_FEEDBACK,
+    MODEL_FEATURE_DRIFT_PSI,
+    MODEL_DRIFT_SCORE,
+    MODEL_DRIFT_WINDOW_ROWS,
+    MODEL_LIVE_RMSE,
+    MODEL_LIVE_MAE,
+    MODEL_LIVE_ACCURACY,
+    MODEL_LIVE_LABELLED_ROWS,
+    RETRAIN_AUTO_TRIGGERS,
+    MONITOR_RUNS,
+    MONITOR_LAST_SUCCESS,
+    PREDICTION_LOG_PRUNED,
 )
 
 
