@@ -68,9 +68,10 @@ prediction_log = Table(
     Column("output", _JSON, nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    # Serves GET /predictions (newest first, per model). No request_id index on purpose: it
-    # costs ~10% of the write rate, and looking one request up is a rare, ad-hoc query.
+    # Serves GET /predictions and the drift window (newest first, per model).
     Index(None, "model", "id"),
+    # Serves POST /feedback, which looks predictions up by request id (~10% of the write rate).
+    Index(None, "request_id"),
 )
 
 

@@ -235,3 +235,20 @@ def load_model(registered_name: str, version: str) -> Any:
     import mlflow.sklearn
 
     return mlflow.sklearn.load_model(model_uri(registered_name, version))
+
+
+DRIFT_REFERENCE_ARTIFACT = "drift_reference.json"
+
+
+def load_drift_reference(registered_name: str, version: str) -> dict[str, Any] | None:
+    """The training-data drift reference stored with a version's run (None when it has none)."""
+    import mlflow.artifacts
+
+    info = get_version(registered_name, version)
+    if not info.run_id:
+        return None
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{info.run_id}/{DRIFT_REFERENCE_ARTIFACT}")
+    except Exception as exc:  # MLflow raises several types for a missing artifact
+        log.warning("no drift reference for %s version %s: %s", registered_name, version, exc)
+        return None
