@@ -15,3 +15,19 @@ CONTRACT_METRICS = (
 )
 # The worker's own gauges (issue: monitoring) and Prometheus's target health.
 WORKER_METRICS = ("retrain_stage", "retrain_last_success_timestamp_seconds")
+# The monitor worker's gauges and counters (issue: performance monitoring) and the API's
+# feedback counter.
+MONITOR_METRICS = (
+    "model_feedback_total",
+    "model_feature_drift_psi",
+    "model_drift_score",
+    "model_drift_window_rows",
+    "model_live_rmse",
+    "model_live_mae",
+    "model_live_accuracy",
+    "model_live_labelled_rows",
+    "retrain_auto_triggers_total",
+    "monitor_runs_total",
+    "monitor_last_success_timestamp_seconds",
+    "prediction_log_pruned_rows_total",
+)

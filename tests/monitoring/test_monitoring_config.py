@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from core.settings import PROJECT_ROOT
-from tests.contract import CONTRACT_METRICS, WORKER_METRICS
+from tests.contract import CONTRACT_METRICS, MONITOR_METRICS, WORKER_METRICS
 
 MONITORING = PROJECT_ROOT / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "prediction-service.json"
-KNOWN_METRICS = {*CONTRACT_METRICS, *WORKER_METRICS, "up"}
+KNOWN_METRICS = {*CONTRACT_METRICS, *WORKER_METRICS, *MONITOR_METRICS, "up"}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
@@ -37,7 +37,7 @@ def test_promtool_check_config():
 def test_promtool_check_rules():
     res = promtool("check", "rules", "alerts.yml")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "7 rules found" in res.stdout
+    assert "11 rules found" in res.stdout
 
 
 def test_promtool_rule_unit_tests_pass():
