@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv run train stack test lint format repro versions bench backup restore clean
+.PHONY: help venv run train stack test soak lint format repro versions bench backup restore clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ format: venv  ## apply ruff fixes and formatting
 
 test: venv lint  ## the whole suite (lint, unit, integration against real services)
 	$(BIN)/pytest
+
+soak: venv  ## long soak variants of the reliability tests (not part of make test)
+	$(BIN)/pytest -m soak
 
 bench: venv  ## benchmarks under bench/ (print figures; run on a quiet machine, needs wrk)
 	$(BIN)/python -m bench.bench_pipeline
