@@ -9,6 +9,7 @@ from app.config import Config
 
 def _blueprints() -> list:
     """Every API blueprint, in documentation order; new resources are added here."""
+    from app.feedback import blp as feedback
     from app.health import blp as health
     from app.jobs import blp as jobs
     from app.metrics_api import blp as metrics
@@ -16,7 +17,7 @@ def _blueprints() -> list:
     from app.predict import blp as predict
     from app.prediction_log_api import blp as predictions
 
-    return [predict, models, predictions, health, metrics, jobs]
+    return [predict, models, feedback, predictions, health, metrics, jobs]
 
 
 def _init_integrations(app: Flask) -> None:

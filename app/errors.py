@@ -11,11 +11,23 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import marshmallow as ma
 import orjson
 from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+
+
+class ErrorSchema(ma.Schema):
+    """The one error shape, as documented in the OpenAPI components (never used to dump)."""
+
+    code = ma.fields.Integer(required=True, metadata={"description": "HTTP status code"})
+    status = ma.fields.String(required=True, metadata={"description": "HTTP reason phrase"})
+    message = ma.fields.String(required=True, metadata={"description": "what went wrong"})
+    errors = ma.fields.Dict(
+        metadata={"description": "per field (and per row index) messages, when any"}
+    )
 
 
 class ApiError(Exception):

@@ -11,6 +11,7 @@ from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
 
 from app.auth import SECURITY_SCHEME
+from app.errors import ErrorSchema
 from core import metrics as project_metrics
 
 API_DESCRIPTION = """\
@@ -20,9 +21,15 @@ hot-swapped without restarts. Errors always have the shape
 """
 
 
+class ServiceApi(Api):
+    """flask-smorest's Api documenting our error shape (code, status and message required)."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+
 def make_api(app: Flask) -> Api:
     """The flask-smorest Api of app, with the bearer security scheme declared."""
-    api = Api(
+    api = ServiceApi(
         app,
         spec_kwargs={
             "info": {"description": API_DESCRIPTION},

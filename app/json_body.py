@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import orjson
 from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import ApiError
 
@@ -38,11 +39,37 @@ def json_required(view: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _read_body() -> bytes:
+    """The raw body; 413 past MAX_CONTENT_LENGTH, whether or not it declares a length."""
+    # A declared Content-Length over the limit raises RequestEntityTooLarge here.
+    raw = request.get_data(cache=False)
+    limit = request.max_content_length
+    # werkzeug stops reading a streamed (chunked) body at the limit without an error, so the
+    # JSON parser would see a silently truncated document: one more byte on the server's
+    # input stream means the client sent too much.
+    streamed_to_limit = limit is not None and request.content_length is None and len(raw) >= limit
+    if streamed_to_limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return raw
+
+
+def _syntax_error(exc: Exception) -> str:
+    """What is wrong with a body the standard parser refused, for the 400 message."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} (line {exc.lineno}, column {exc.colno})"
+    if isinstance(exc, UnicodeDecodeError):
+        return "the body is not valid UTF-8"
+    if isinstance(exc, RecursionError):
+        return "the document is nested too deeply"
+    if "digits" in str(exc):  # int() refuses literals beyond sys.get_int_max_str_digits()
+        return "a number has too many digits"
+    return "invalid document"
+
+
 def read_json_body() -> Any:
     """The parsed body of the current request, or an ApiError with the right status."""
     require_json_content_type()
-    # Raises RequestEntityTooLarge (413) past MAX_CONTENT_LENGTH, even for chunked bodies.
-    raw = request.get_data(cache=False)
+    raw = _read_body()
     if not raw:
         raise ApiError(400, "Malformed JSON: the request body is empty.")
     try:
@@ -50,14 +77,9 @@ def read_json_body() -> Any:
     except orjson.JSONDecodeError:
         pass
     # orjson is strict; the standard parser also reads NaN/Infinity and integers beyond 64 bits,
-    # which then fail validation as 422 with the field named, as the contract asks.
+    # which then fail validation as 422 with the field named, as the contract asks. Decoding
+    # first keeps UTF-8 the only accepted encoding (json.loads would guess UTF-16 or UTF-32).
     try:
-        return json.loads(raw)
+        return json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
-        message = exc.msg if isinstance(exc, json.JSONDecodeError) else "invalid document"
-        position = (
-            f" at line {exc.lineno} column {exc.colno}"
-            if isinstance(exc, json.JSONDecodeError)
-            else ""
-        )
-        raise ApiError(400, f"Malformed JSON: {message}{position}.") from None
+        raise ApiError(400, f"Malformed JSON: {_syntax_error(exc)}.") from None

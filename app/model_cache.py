@@ -93,6 +93,12 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _reason(exc: BaseException) -> str:
+    """Exception type and the first line of its message (SQLAlchemy appends the SQL)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
 def _estimator_name(model: Any) -> str:
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     return type(final).__name__
@@ -261,7 +267,7 @@ class ModelCache:
         try:
             info = self.registry.champion(spec.registered_name)
         except Exception as exc:  # registry outage: keep serving what we have
-            state.last_error = f"registry: {type(exc).__name__}: {exc}"[:500]
+            state.last_error = f"registry: {_reason(exc)}"[:500]
             log.warning("champion lookup for %s failed: %s", spec.registered_name, exc)
             return "registry-error"
         state.last_check_at = time.monotonic()
@@ -272,8 +278,9 @@ class ModelCache:
                 log.warning("%s", state.last_error)
             return "no-champion"
         if current is not None and current.version == info.version:
-            if state.failed_version is None:
-                state.last_error = None
+            # Serving the champion: a version that failed earlier is no longer wanted (the alias
+            # moved back), so its error must not linger in /health.
+            state.failed_version, state.failures, state.last_error = None, 0, None
             return "unchanged"
         if state.failed_version == info.version and time.monotonic() < state.retry_at:
             return "backoff"
@@ -298,9 +305,7 @@ class ModelCache:
             # Back off exponentially so a broken artifact is not reloaded every tick.
             delay = min(self.refresh_seconds * 2 ** (state.failures - 1), MAX_RETRY_SECONDS)
             state.retry_at = time.monotonic() + delay
-            state.last_error = (
-                f"load of version {info.version} failed: {type(exc).__name__}: {exc}"[:500]
-            )
+            state.last_error = f"load of version {info.version} failed: {_reason(exc)}"[:500]
             metrics.MODEL_RELOADS.labels(spec.name, "failure").inc()
             log.error(
                 "loading %s version %s failed; still serving %s (retry in %.0fs)",

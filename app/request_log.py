@@ -15,8 +15,9 @@ from flask import Flask, Response, g, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Accept what tracing systems send (UUIDs, ULIDs, hex, dotted ids) and nothing that could split
-# a header or a log line.
-_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}")
+# a header or a log line. Every request id the service hands out matches it.
+REQUEST_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}"
+_REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
 
 request_logger = logging.getLogger("app.request")
 

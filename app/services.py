@@ -100,7 +100,8 @@ class Services:
         with self._lock:
             if self._started_pid == pid:
                 return
-            registry.configure(self.tracking_uri)
+            # Read-only use: a missing SQLite registry is reported, never created empty.
+            registry.configure(self.tracking_uri, must_exist=True)
             if self._started_pid is not None:
                 # Threads do not survive fork: build fresh objects rather than reuse state
                 # copied from the parent mid-flight.

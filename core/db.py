@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import threading
+import time
+import weakref
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,23 +77,60 @@ def make_engine(url: str | None = None, **kwargs) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def create_tables(engine: Engine, attempts: int = 3) -> None:
-    """Create every table of metadata that is missing; tolerates a concurrent creator."""
-    for attempt in range(1, attempts + 1):
+def create_tables(engine: Engine, attempts: int = 5) -> None:
+    """Create every table and index of metadata that is missing; safe with concurrent callers.
+
+    Several processes (gunicorn workers, the Celery workers) may start on a fresh database
+    together. On a SQLite file they take turns on an flock next to the file; elsewhere a loser
+    of the CREATE race retries after a pause and finds the winner's tables.
+    """
+    with _schema_turn(engine):
+        for attempt in range(1, attempts + 1):
+            try:
+                metadata.create_all(engine, checkfirst=True)
+                # create_all skips indexes of tables that already exist: add the ones a newer
+                # release defines (e.g. the prediction log's index used by feedback).
+                for table in metadata.sorted_tables:
+                    for index in table.indexes:
+                        index.create(engine, checkfirst=True)
+                return
+            except SQLAlchemyError:
+                if attempt == attempts:
+                    raise
+                log.info("create_tables raced with another process; checking again")
+                time.sleep(0.05 * attempt)
+
+
+_ensured: weakref.WeakSet[Engine] = weakref.WeakSet()
+_ensure_lock = threading.Lock()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """create_tables() once per engine in this process (cheap on every later call)."""
+    if engine in _ensured:
+        return
+    with _ensure_lock:
+        if engine not in _ensured:
+            create_tables(engine)
+            _ensured.add(engine)
+
+
+@contextlib.contextmanager
+def _schema_turn(engine: Engine) -> Iterator[None]:
+    url = engine.url
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    if database.startswith("file:"):
+        yield
+        return
+    with open(f"{database}.schema.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            metadata.create_all(engine, checkfirst=True)
-            # create_all skips indexes of tables that already exist: add ones a newer
-            # release defines (e.g. the prediction log's request_id index used by feedback).
-            for table in metadata.sorted_tables:
-                for index in table.indexes:
-                    index.create(engine, checkfirst=True)
-            return
-        except SQLAlchemyError:
-            # Two processes starting together may both see "missing" and race on CREATE; the
-            # loser fails, and the next check finds the winner's table.
-            if attempt == attempts:
-                raise
-            log.info("create_tables raced with another process; checking again")
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def redact(url: str) -> str:

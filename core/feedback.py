@@ -100,13 +100,15 @@ def check_actual(spec: ModelSpec, actual: Any) -> tuple[Any, str | None]:
 def _predictions(engine: Engine, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Any]:
     """Logged rows by (request_id, row_index); the newest wins if a client reused an id."""
     found: dict[tuple[str, int], Any] = {}
-    request_ids = sorted({rid for rid, _ in keys})
+    unique = sorted(set(keys))
     cols = prediction_log.c
     with engine.connect() as conn:
-        for start in range(0, len(request_ids), 500):
-            chunk = request_ids[start : start + 500]
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
             rows = conn.execute(
-                select(prediction_log).where(cols.request_id.in_(chunk)).order_by(cols.id)
+                select(prediction_log)
+                .where(tuple_(cols.request_id, cols.row_index).in_(chunk))
+                .order_by(cols.id)
             ).mappings()
             for row in rows:
                 found[(row["request_id"], row["row_index"])] = row

@@ -13,9 +13,7 @@ message, a reconciler and a late-finishing old attempt can never overwrite each 
 
 from __future__ import annotations
 
-import threading
 import uuid
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -168,18 +166,9 @@ def lock_keys(model: str) -> list[str]:
     raise ValueError(f"unknown model {model!r}; choose from {sorted(MODEL_SPECS)} or 'all'")
 
 
-_ensured: weakref.WeakSet[Engine] = weakref.WeakSet()
-_ensure_lock = threading.Lock()
-
-
 def ensure_schema(engine: Engine) -> None:
     """Create the job tables (and any other missing application table) once per engine."""
-    if engine in _ensured:
-        return
-    with _ensure_lock:
-        if engine not in _ensured:
-            db.create_tables(engine)
-            _ensured.add(engine)
+    db.ensure_schema(engine)
 
 
 def _holder(conn: Connection, keys: Iterable[str]) -> tuple[Job, str] | None:
@@ -280,6 +269,26 @@ def active(engine: Engine) -> list[Job]:
             .order_by(retrain_jobs.c.submitted_at)
         ).all()
     return [_job(r._mapping) for r in rows]
+
+
+def last_triggered(
+    engine: Engine, model: str, triggers: Iterable[str], since: datetime
+) -> Job | None:
+    """The newest job with one of triggers covering model (or "all") submitted since `since`."""
+    ensure_schema(engine)
+    cols = retrain_jobs.c
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(retrain_jobs)
+            .where(
+                cols.trigger.in_(list(triggers)),
+                cols.model.in_([model, ALL_MODELS]),
+                cols.submitted_at >= since,
+            )
+            .order_by(cols.submitted_at.desc())
+            .limit(1)
+        ).first()
+    return _job(row._mapping) if row is not None else None
 
 
 def discard(engine: Engine, job_id: str) -> bool:

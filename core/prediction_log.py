@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -70,8 +70,9 @@ prediction_log = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     # Serves GET /predictions and the drift window (newest first, per model).
     Index(None, "model", "id"),
-    # Serves POST /feedback, which looks predictions up by request id (~10% of the write rate).
-    Index(None, "request_id"),
+    # Serves POST /feedback, which looks rows up by (request id, row); costs ~10-15% of the
+    # write rate (bench/bench_monitor.py).
+    Index(None, "request_id", "row_index"),
 )
 
 
@@ -510,3 +511,60 @@ def recent(engine: Engine, model: str | None = None, limit: int = 100) -> list[d
         entry["created_at"] = created.isoformat().replace("+00:00", "Z")
         out.append(entry)
     return out
+
+
+def recent_inputs(engine: Engine, spec: ModelSpec, limit: int) -> np.ndarray:
+    """The newest `limit` logged input rows of a model (any version), in feature order."""
+    cols = prediction_log.c
+    query = select(cols.inputs).where(cols.model == spec.name).order_by(cols.id.desc()).limit(limit)
+    names = spec.feature_names
+    with engine.connect() as conn:
+        rows = [
+            [inputs.get(name) for name in names]
+            for (inputs,) in conn.execute(query)
+            if isinstance(inputs, dict)
+        ]
+    if not rows:
+        return np.empty((0, len(names)))
+    # None (a row logged before a feature existed) becomes NaN; such rows are dropped.
+    matrix = np.asarray(rows, dtype=float)
+    return matrix[~np.isnan(matrix).any(axis=1)]
+
+
+class Pruned(NamedTuple):
+    """What one prune removed: rows, and the delete transactions that removed them."""
+
+    deleted: int
+    batches: int
+
+
+def prune(
+    engine: Engine, cutoff: datetime, batch_rows: int, table: Table = prediction_log
+) -> Pruned:
+    """Delete rows created before cutoff, oldest first, batch_rows per short transaction.
+
+    table is the prediction log or another table with an integer `id` growing with its
+    `created_at` (the monitor reports).
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+    cols = table.c
+    old = cols.created_at < cutoff
+    deleted = batches = 0
+    while True:
+        # Pick the batch in a read-only statement first: on SQLite a DELETE holds the one write
+        # lock for as long as it runs, so the scan must not happen under it (API workers flush
+        # the log concurrently). The ids are consecutive among old rows, so the delete is a
+        # primary-key range, repeating the age condition for newer rows inside the range.
+        batch = select(cols.id).where(old).order_by(cols.id).limit(batch_rows)
+        with engine.connect() as conn:
+            ids = conn.execute(batch).scalars().all()
+        if not ids:
+            break
+        with engine.begin() as conn:
+            done = conn.execute(table.delete().where(cols.id.between(ids[0], ids[-1]), old))
+        deleted += done.rowcount
+        batches += 1
+        if len(ids) < batch_rows:
+            break  # that was the last old row; a further look would scan the table for nothing
+    return Pruned(deleted, batches)

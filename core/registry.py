@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from core import settings
@@ -31,6 +32,16 @@ class NotFound(RegistryError):
 
 class Conflict(RegistryError):
     """The requested alias move is not possible in the current state."""
+
+
+class StoreMissing(RegistryError):
+    """The registry's SQLite database file is not there (and must not be created empty)."""
+
+
+# The SQLite registry file that must already exist (set by configure(must_exist=True), the API's
+# choice): MLflow would otherwise create an empty registry on first contact, which hides a
+# missing or misplaced database behind "no champion" and is never replaced by the real one.
+_required_file: Path | None = None
 
 
 @dataclass
@@ -67,20 +78,44 @@ class VersionInfo:
         }
 
 
-def configure(tracking_uri: str | None = None) -> str:
-    """Point MLflow (tracking and registry) at tracking_uri or the configured default."""
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite:// URI; None for other stores and in-memory SQLite."""
+    from sqlalchemy.engine import make_url
+
+    if not uri.startswith("sqlite:"):
+        return None
+    database = make_url(uri).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).resolve()
+
+
+def configure(tracking_uri: str | None = None, must_exist: bool = False) -> str:
+    """Point MLflow (tracking and registry) at tracking_uri or the configured default.
+
+    must_exist: a SQLite registry file is only read, never created (registry calls raise
+    StoreMissing until it appears).
+    """
     import mlflow
 
+    global _required_file
     settings.apply_quiet_env()
     uri = tracking_uri or settings.mlflow_tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    _required_file = _sqlite_file(uri) if must_exist else None
     return uri
+
+
+def _check_store() -> None:
+    if _required_file is not None and not _required_file.exists():
+        raise StoreMissing(f"MLflow database {_required_file} does not exist")
 
 
 def _client():
     from mlflow import MlflowClient
 
+    _check_store()
     return MlflowClient()
 
 
@@ -234,6 +269,7 @@ def load_model(registered_name: str, version: str) -> Any:
     """Load one version as its native scikit-learn object."""
     import mlflow.sklearn
 
+    _check_store()
     return mlflow.sklearn.load_model(model_uri(registered_name, version))
 
 

@@ -1,7 +1,10 @@
 #!/bin/sh
 # Container entry point: one image, several roles.
 #   api     gunicorn serving the Flask app (default)
-#   worker  Celery worker running retrains in $PIPELINE_WORKSPACE
+#   worker  Celery worker running retrains in $PIPELINE_WORKSPACE (the retrain queue)
+#   monitor Celery worker running the periodic drift/quality checks and retention (the
+#           monitoring queue); metrics on WORKER_METRICS_PORT (compose sets 9102)
+#   beat    Celery beat, the monitor's schedule: run exactly one
 #   init    train and register models when the registry has no champion, then exit
 #   *       any other command runs as given (e.g. `mlflow server ...`, `sh`)
 set -eu
@@ -21,8 +24,19 @@ case "${1:-api}" in
   worker)
     shift
     workspace
-    exec celery -A workers.make_celery worker --pool prefork --concurrency 1 \
+    exec celery -A workers.make_celery worker -Q retrain --pool prefork --concurrency 1 \
       --without-gossip --without-mingle --loglevel "${LOG_LEVEL:-INFO}" "$@"
+    ;;
+  monitor)
+    shift
+    workspace  # the checks read their thresholds from the workspace's params.yaml
+    exec celery -A workers.make_celery worker -Q monitoring -n "monitor@%h" --pool prefork \
+      --concurrency 1 --without-gossip --without-mingle --loglevel "${LOG_LEVEL:-INFO}" "$@"
+    ;;
+  beat)
+    shift
+    exec celery -A workers.make_celery beat --schedule "${STATE_DIR:-/app/var}/celerybeat-schedule" \
+      --loglevel "${LOG_LEVEL:-INFO}" "$@"
     ;;
   init)
     workspace

@@ -10,6 +10,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from core.registry import DRIFT_REFERENCE_ARTIFACT
 from core.specs import get_spec
 from pipeline.data import TARGET
 
@@ -19,9 +20,19 @@ def prepared_dir(model: str) -> Path:
     return Path("data/prepared") / model
 
 
+def feedback_file(model: str) -> Path:
+    """Labelled live rows exported from the app database (extra training data)."""
+    return Path("data/feedback") / f"{model}.csv"
+
+
 def model_dir(model: str) -> Path:
     """Folder holding fitted artefacts of one model."""
     return Path("models") / model
+
+
+def drift_reference_file(model: str) -> Path:
+    """Training-data drift reference; the file name is also its MLflow artifact name."""
+    return model_dir(model) / DRIFT_REFERENCE_ARTIFACT
 
 
 def metrics_file(model: str) -> Path:
@@ -46,10 +57,11 @@ def read_split(model: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return x, frame[TARGET].to_numpy()
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
+def write_json(path: Path, payload: dict[str, Any], sort_keys: bool = True) -> None:
     """Write pretty JSON, creating parent folders."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    text = json.dumps(payload, indent=2, sort_keys=sort_keys)
+    path.write_text(text + "\n", encoding="utf-8")
 
 
 def read_json(path: Path) -> dict[str, Any]:

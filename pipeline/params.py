@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,62 @@ def _non_negative(where: str, value: Any) -> None:
         raise ParamsError(f"{where} must be a number >= 0, got {value!r}")
 
 
+def _between(where: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ParamsError(f"{where} must be a number from {low} to {high}, got {value!r}")
+
+
+# The monitor job's settings: which keys each task accepts and how each one is checked.
+_positive_int = partial(_positive, integer=True)
+MONITOR_COMMON = {
+    "drift_window_rows": _positive_int,
+    "drift_min_rows": _positive_int,
+    "quality_window_rows": _positive_int,
+    "quality_min_rows": _positive_int,
+    "max_drift_psi": _positive,
+    "cooldown_minutes": _non_negative,
+}
+MONITOR_KEYS = {
+    "regression": {**MONITOR_COMMON, "max_live_rmse": _positive},
+    "classification": {
+        **MONITOR_COMMON,
+        "min_live_accuracy": partial(_between, low=0.0, high=1.0),
+    },
+}
+
+
+def check_monitor(params: dict[str, Any]) -> None:
+    """Check the monitor section: known models, known keys for each task, values in range."""
+    monitor = params.get("monitor") or {}
+    if not isinstance(monitor, dict):
+        raise ParamsError("monitor must map model names to their settings")
+    unknown_models = sorted(set(monitor) - set(MODEL_SPECS))
+    if unknown_models:
+        raise ParamsError(
+            f"monitor: unknown model(s) {unknown_models}; choose from {sorted(MODEL_SPECS)}"
+        )
+    for model, spec in MODEL_SPECS.items():
+        cfg = monitor.get(model) or {}
+        if not isinstance(cfg, dict):
+            raise ParamsError(f"monitor.{model} must map setting names to values")
+        known = MONITOR_KEYS[spec.task]
+        for key, value in cfg.items():
+            if key not in known:
+                raise ParamsError(
+                    f"monitor.{model}.{key} is not a monitor setting for a {spec.task} model; "
+                    f"choose from {sorted(known)}"
+                )
+            known[key](f"monitor.{model}.{key}", value)
+        for kind in ("drift", "quality"):
+            low, high = cfg.get(f"{kind}_min_rows"), cfg.get(f"{kind}_window_rows")
+            if low is not None and high is not None and low > high:
+                # The window would never hold enough rows: that check could never fire.
+                raise ParamsError(
+                    f"monitor.{model}.{kind}_min_rows ({low}) must not exceed "
+                    f"{kind}_window_rows ({high})"
+                )
+
+
 def check(params: dict[str, Any]) -> None:
     """Raise ParamsError with a clear message for anything out of range or unknown."""
     if not isinstance(params.get("seed", 0), int):
@@ -93,3 +150,5 @@ def check(params: dict[str, Any]) -> None:
 
         reg = (params.get("register") or {}).get(model) or {}
         _non_negative(f"register.{model}.min_improvement", reg.get("min_improvement", 0.0))
+
+    check_monitor(params)

@@ -80,7 +80,7 @@ def gate(model: str, metrics: dict[str, float], min_improvement: float) -> dict[
 
 
 def log_candidate(model: str, estimator: Any, train: dict, metrics: dict, tags: dict) -> str:
-    """Log params, metrics, plots and the model to the train run; returns the model URI."""
+    """Log params, metrics, plots, drift reference and model to the train run; returns its URI."""
     import skops.io
 
     spec = get_spec(model)
@@ -99,6 +99,8 @@ def log_candidate(model: str, estimator: Any, train: dict, metrics: dict, tags: 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         mlflow.log_artifacts(str(io.plots_dir(model)), artifact_path="plots")
         mlflow.log_artifact(str(io.reports_dir(model) / "validation.json"), artifact_path="reports")
+        # At the run's root, under the name registry.load_drift_reference reads.
+        mlflow.log_artifact(str(io.drift_reference_file(model)))
         info = mlflow.sklearn.log_model(
             estimator,
             name="model",

@@ -5,6 +5,7 @@ workspace, because DVC refuses a second concurrent repro with "is busy"."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -16,16 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+from sqlalchemy.engine import Engine, make_url
 
-from core import registry, settings
+from core import db, registry, settings
 from core.settings import PROJECT_ROOT
 from core.specs import MODEL_SPECS
-from pipeline import io, params
+from pipeline import feedback_data, io, params
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, str], None]  # (model, stage)
 
 STAGE_LINE = re.compile(r"Running stage '(\w+)@(\w+)'")
 STAGES = ("prepare", "features", "train", "evaluate", "validate", "register")
+DB_CONNECT_TIMEOUT_SECONDS = 10
 
 
 class PipelineError(RuntimeError):
@@ -99,6 +104,34 @@ def _repro(
         raise PipelineError(f"pipeline stage {current or '?'} failed: {detail}", stage=current)
 
 
+def _feedback_engine(url: str) -> Engine:
+    # A server database that does not answer must not hold the retrain for minutes.
+    server = make_url(url).get_backend_name() == "postgresql"
+    connect_args = {"connect_timeout": DB_CONNECT_TIMEOUT_SECONDS} if server else {}
+    return db.make_engine(url, connect_args=connect_args)
+
+
+def export_feedback(workspace: Path, names: list[str]) -> None:
+    """Refresh data/feedback/<model>.csv from the app database; keep the old files if it fails."""
+    try:
+        engine = _feedback_engine(settings.database_url())
+        try:
+            db.create_tables(engine)
+            for model in names:
+                feedback_data.export(engine, model, workspace)
+        finally:
+            engine.dispose()
+    except Exception as exc:  # feedback is extra data: a retrain without it beats no retrain
+        log.warning(
+            "feedback export failed (%s: %s); training on the feedback files already in the "
+            "workspace",
+            type(exc).__name__,
+            exc,
+        )
+    for model in names:
+        feedback_data.ensure(model, workspace)  # DVC fails on a missing dependency
+
+
 def _result(model: str, workspace: Path, run_id: str) -> dict[str, Any]:
     report = io.read_json(workspace / io.reports_dir(model) / "registration.json")
     fresh = report.get("pipeline_run_id") == run_id
@@ -134,6 +167,7 @@ def run_pipeline(
     lock_path = workspace / ".dvc" / "tmp" / "pipeline-run.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path)):
+        export_feedback(workspace, names)
         _repro(
             workspace, [f"register@{m}" for m in names], ["--force"] if force else [], env, progress
         )

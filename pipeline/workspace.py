@@ -7,11 +7,13 @@ from pathlib import Path
 
 from core.settings import PROJECT_ROOT
 
-# What a pipeline run needs: code, params, the DVC definition and the raw data.
+# What a pipeline run needs: code, params, the DVC definition, the raw data and the feedback
+# exported so far (the runner refreshes it from the app database before every run).
 WORKSPACE_ITEMS = (
     "core",
     "pipeline",
     "data/raw",
+    "data/feedback",
     "dvc.yaml",
     "dvc.lock",
     "params.yaml",

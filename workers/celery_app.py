@@ -16,7 +16,14 @@ from celery import Celery, Task
 from flask import Flask
 
 from workers import config
-from workers.config import RETRAIN_QUEUE, RETRAIN_TASK, WorkerSettings
+from workers.config import (
+    MONITOR_CHECK_TASK,
+    MONITOR_QUEUE,
+    RETENTION_TASK,
+    RETRAIN_QUEUE,
+    RETRAIN_TASK,
+    WorkerSettings,
+)
 
 # Publishing from an API request must give up fast (the client gets a 503 within 2 s), so the
 # API's connections use short socket timeouts and one quick retry. A worker can afford to wait
@@ -75,6 +82,32 @@ def celery_config(ws: WorkerSettings, client: bool = False) -> dict[str, Any]:
         "result_backend_transport_options": {"retry_policy": dict(PUBLISH_RETRY_POLICY)},
         "task_publish_retry": True,
         "task_publish_retry_policy": dict(PUBLISH_RETRY_POLICY),
+        **monitor_config(ws),
+    }
+
+
+def monitor_config(ws: WorkerSettings) -> dict[str, Any]:
+    """Routing, time limits and beat's schedule of the periodic monitor tasks."""
+    tasks = {
+        MONITOR_CHECK_TASK: ws.monitor_interval_seconds,
+        RETENTION_TASK: ws.retention_interval_seconds,
+    }
+    limits = {"time_limit": ws.monitor_time_limit, "soft_time_limit": ws.monitor_soft_time_limit}
+    return {
+        # Their own queue: a retrain never waits behind a check, nor a check behind a retrain.
+        "task_routes": {name: {"queue": MONITOR_QUEUE} for name in tasks},
+        # Their own limits, not the retrain's half hour.
+        "task_annotations": {name: dict(limits) for name in tasks},
+        "beat_schedule": {
+            name: {
+                "task": name,
+                "schedule": interval,
+                # A run the monitor worker could not start within one interval is dropped:
+                # after an outage the next one is due anyway, so they must not pile up.
+                "options": {"expires": interval},
+            }
+            for name, interval in tasks.items()
+        },
     }
 
 

@@ -1,6 +1,8 @@
 """Worker process lifecycle: metrics endpoint, reconciliation at start, periodic sweeps.
 
-Connected by the worker's entry module only; the API never imports this.
+Every worker serves its metrics; only workers that consume the retrain queue reconcile retrain
+jobs (a monitor worker consuming only the monitoring queue does not). Connected by the entry
+module only (worker and beat); the API never imports this.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_ready, worker_shutdown
+from celery.signals import beat_init, worker_init, worker_ready, worker_shutdown
 
 from core.specs import MODEL_SPECS
-from workers import broker, config, metrics_server, retrain_metrics, runtime
+from workers import broker, config, metrics_server, monitor, retrain_metrics, runtime
 from workers.celery_app import publish_retrain
-from workers.config import WorkerSettings
+from workers.config import MONITOR_QUEUE, RETRAIN_QUEUE, WorkerSettings
 from workers.reconcile import reconcile
 from workers.runtime import WorkerIdentity
 
@@ -70,16 +72,30 @@ def _on_worker_init(**_: Any) -> None:
     runtime.mark_booted()
 
 
+def consumed_queues(app: Celery) -> set[str]:
+    """Names of the queues this worker consumes (-Q, else every declared queue)."""
+    return set(app.amqp.queues.consume_from)
+
+
 @worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     global _sweeper
     ws = config.load()
     metrics_server.start(ws.metrics_port)
-    retrain_metrics.initialise(MODEL_SPECS)
+    queues = consumed_queues(sender.app)
     me = runtime.identity(sender.hostname)
     log.info(
-        "worker %s (pid %d) ready; pipeline workspace %s", me.nodename, os.getpid(), ws.workspace
+        "worker %s (pid %d) ready, consuming %s; pipeline workspace %s",
+        me.nodename,
+        os.getpid(),
+        sorted(queues),
+        ws.workspace,
     )
+    if MONITOR_QUEUE in queues:
+        monitor.initialise_metrics(MODEL_SPECS)
+    if RETRAIN_QUEUE not in queues:
+        return
+    retrain_metrics.initialise(MODEL_SPECS)
     _sweeper = Sweeper(sender.app, me, ws)
     _sweeper.sweep()  # jobs an earlier incarnation of this node left running go back first
     _sweeper.start()
@@ -89,4 +105,10 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
 def _on_worker_shutdown(**_: Any) -> None:
     if _sweeper is not None:
         _sweeper.stop()
+    metrics_server.stop()
+
+
+@beat_init.connect
+def _on_beat_init(**_: Any) -> None:
+    # Beat only sends tasks and counts nothing: drop the metrics folder the entry module made.
     metrics_server.stop()

@@ -51,15 +51,18 @@ class Health(MethodView):
     def get(self) -> tuple[dict[str, Any], int]:
         """Status of the models, the prediction log and the retrain broker, in this worker.
 
-        "degraded" when a model is missing, the prediction log cannot write or Redis does not
-        answer; 503 only when no model can serve at all.
+        "degraded" when a model is missing or cannot follow its champion (a failed load, the
+        registry unreachable), the prediction log cannot write or Redis does not answer; 503
+        only when no model can serve at all.
         """
         models = get_services().cache.status()
         plog = _prediction_log_check()
         broker = _broker_check()
         serving = [name for name, m in models.items() if m["status"] == "ok"]
+        # A model with an error is not following its @champion (failed load, registry down).
         healthy = (
             len(serving) == len(models)
+            and not any(m["last_error"] for m in models.values())
             and plog["status"] in ("ok", "disabled")
             and broker["status"] == "ok"
         )

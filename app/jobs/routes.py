@@ -12,11 +12,11 @@ from typing import Any
 from celery import Celery
 from flask import current_app, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth import BEARER_AUTH, admin_required
+from app.blueprint import Blueprint
 from app.errors import ApiError
 from app.jobs.schemas import JobListArgsSchema, JobListSchema, JobSchema, RetrainRequestSchema
 from app.services import get_services
@@ -73,9 +73,12 @@ class Retrain(MethodView):
         description="Queued; poll the Location.",
         headers={"Location": {"description": "/jobs/<job_id>", "schema": {"type": "string"}}},
     )
+    @blp.alt_response(400, response="BAD_REQUEST")
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(403, response="FORBIDDEN")
     @blp.alt_response(409, response="CONFLICT", description="A retrain of the model is active.")
+    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE", description="Broker unavailable.")
     def post(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Queue a retrain of one model or all; one per model at a time. Admin only.
@@ -116,6 +119,7 @@ class Jobs(MethodView):
 
     @blp.arguments(JobListArgsSchema, location="query")
     @blp.response(200, JobListSchema)
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE", description="Job database unavailable.")
     def get(self, args: dict[str, int]) -> dict[str, Any]:
         """The most recent retrain jobs, newest first (`limit`, default 20, at most 200)."""
         try:
@@ -131,6 +135,7 @@ class Job(MethodView):
 
     @blp.response(200, JobSchema)
     @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE", description="Job database unavailable.")
     def get(self, job_id: str) -> dict[str, Any]:
         """State, stage, timestamps, error and per-model result of a retrain job."""
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow.validate import Length, OneOf, Range
 
+from app.fields import JsonBoolean, StorableText
 from core.jobs import ALL_MODELS, STATES
 from core.specs import MODEL_SPECS
 
@@ -19,14 +20,12 @@ class RetrainRequestSchema(ma.Schema):
         validate=OneOf(MODEL_CHOICES),
         metadata={"description": "a model name, or all", "example": "housing"},
     )
-    # Only JSON booleans: "false" as a string must not silently mean True.
-    force = ma.fields.Boolean(
+    # Only JSON booleans: neither "false" nor 1 may silently mean something.
+    force = JsonBoolean(
         load_default=False,
-        truthy={True},
-        falsy={False},
         metadata={"description": "retrain even when data and params are unchanged"},
     )
-    reason = ma.fields.String(
+    reason = StorableText(
         load_default=None,
         allow_none=True,
         validate=Length(max=500),

@@ -7,19 +7,24 @@ from typing import Any
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth import BEARER_AUTH, admin_required
+from app.blueprint import Blueprint
 from app.errors import ApiError
+from app.feedback.routes import feedback_engine
 from app.json_body import json_required
 from app.models_api.schemas import (
     AliasMoveSchema,
+    DriftReportSchema,
     ModelDetailSchema,
     ModelsInfoSchema,
+    PerformanceQuerySchema,
+    PerformanceSchema,
     PromoteSchema,
 )
 from app.services import get_services
-from core import registry
+from core import feedback, monitor_reports, registry
 from core.registry import VersionInfo
 from core.specs import MODEL_SPECS, ModelSpec
 
@@ -129,10 +134,12 @@ class Promote(MethodView):
     @blp.doc(security=[BEARER_AUTH])
     @blp.arguments(PromoteSchema, example={"version": "2"})
     @blp.response(200, AliasMoveSchema)
+    @blp.alt_response(400, response="BAD_REQUEST")
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(403, response="FORBIDDEN")
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     def post(self, body: dict[str, str], name: str) -> dict[str, Any]:
         """Point @champion at a version (the old champion becomes @previous). Admin only."""
@@ -160,3 +167,73 @@ class Rollback(MethodView):
         info = _registry_call(registry.rollback, spec.registered_name)
         log.info("admin rolled %s back to version %s", spec.registered_name, info.version)
         return _moved(spec, info, "Rolled back to")
+
+
+def _database_down(what: str) -> ApiError:
+    log.exception("reading %s failed", what)
+    return ApiError(503, f"The {what} database is unavailable; retry later.")
+
+
+@blp.route("/<string:name>/performance")
+class Performance(MethodView):
+    """Live quality from ground-truth labels."""
+
+    @blp.arguments(PerformanceQuerySchema, location="query")
+    @blp.response(200, PerformanceSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    def get(self, query: dict[str, int], name: str) -> dict[str, Any]:
+        """Live metrics per version over its newest `window` labels (see POST /feedback).
+
+        Housing: rmse and mae (100k USD); iris: accuracy. Versions are listed most recently
+        labelled first; `served_version` is the version this worker serves now.
+        """
+        spec = _spec_or_404(name)
+        window = query["window"]
+        served = get_services().cache.get(spec.name)
+        try:
+            engine = feedback_engine()
+            found = [
+                feedback.quality(engine, spec, version, window)
+                for version in feedback.versions(engine, spec.name)
+            ]
+        except SQLAlchemyError:
+            raise _database_down("feedback") from None
+        return {
+            "model": spec.name,
+            "registered_name": spec.registered_name,
+            "task": spec.task,
+            "window": window,
+            "served_version": served.version if served is not None else None,
+            "versions": found,
+        }
+
+
+@blp.route("/<string:name>/drift")
+class Drift(MethodView):
+    """Input drift of recent predictions against the training data."""
+
+    @blp.response(200, DriftReportSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    def get(self, name: str) -> dict[str, Any]:
+        """The newest drift check (PSI per feature) written by the periodic monitor.
+
+        `status` is ok, drift (overall PSI at or above the threshold), insufficient_data (too
+        few recent rows), no_reference (no training reference for the version), or pending
+        before the monitor's first check of the model.
+        """
+        spec = _spec_or_404(name)
+        try:
+            report = monitor_reports.latest(feedback_engine(), monitor_reports.DRIFT, spec.name)
+        except SQLAlchemyError:
+            raise _database_down("monitoring") from None
+        if report is None:
+            report = {"status": "pending", "features": {}}
+        fields = ("status", "version", "overall_psi", "threshold", "window_rows", "min_rows")
+        return {
+            "model": spec.name,
+            "checked_at": report.get("created_at"),
+            **{key: report.get(key) for key in fields},
+            "features": report.get("features") or {},
+        }

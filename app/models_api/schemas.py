@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import marshmallow as ma
+from marshmallow.validate import Range
+
+from core.feedback import DEFAULT_WINDOW, MAX_WINDOW
+
+# "pending" until the periodic monitor has written a first report for the model.
+DRIFT_STATUSES = ("pending", "ok", "drift", "insufficient_data", "no_reference")
+
+
+# ASCII digits only: str.isdigit() also accepts superscripts (int() then raises) and other
+# scripts' digits.
+VERSION_PATTERN = re.compile(r"0{0,8}[1-9][0-9]{0,8}")
 
 
 class VersionString(ma.fields.String):
@@ -13,9 +26,9 @@ class VersionString(ma.fields.String):
     def _deserialize(self, value, attr, data, **kwargs) -> str:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise self.make_error("invalid")
-        text = str(value).strip()
+        text = str(value)
         # Registry versions are small integers; the bound keeps absurd values out of the store.
-        if not text.isdigit() or len(text) > 9 or int(text) < 1:
+        if len(text) > 9 or not VERSION_PATTERN.fullmatch(text):
             raise self.make_error("invalid")
         return str(int(text))
 
@@ -23,7 +36,10 @@ class VersionString(ma.fields.String):
 class PromoteSchema(ma.Schema):
     """Body of POST /models/<name>/promote."""
 
-    version = VersionString(required=True, metadata={"example": "2"})
+    version = VersionString(
+        required=True,
+        metadata={"example": "2", "pattern": f"^{VERSION_PATTERN.pattern}$", "maxLength": 9},
+    )
 
 
 class ServedModelSchema(ma.Schema):
@@ -83,3 +99,81 @@ class AliasMoveSchema(ma.Schema):
     registered_name = ma.fields.String(metadata={"example": "IrisBestModel"})
     champion = ma.fields.Nested(RegistryVersionSchema)
     message = ma.fields.String()
+
+
+class PerformanceQuerySchema(ma.Schema):
+    """Query of GET /models/<name>/performance."""
+
+    window = ma.fields.Integer(
+        load_default=DEFAULT_WINDOW,
+        validate=Range(min=1, max=MAX_WINDOW),
+        metadata={"description": f"newest labels per version to score (default {DEFAULT_WINDOW})"},
+    )
+
+
+class VersionQualitySchema(ma.Schema):
+    """Live quality of one version over its newest labels."""
+
+    version = ma.fields.String(metadata={"example": "3"})
+    labelled = ma.fields.Integer(metadata={"description": "labels scored", "example": 120})
+    window = ma.fields.Integer(metadata={"example": DEFAULT_WINDOW})
+    metrics = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.Float(allow_none=True),
+        metadata={
+            "description": "rmse and mae (regression) or accuracy (classification); "
+            "null without labels",
+            "example": {"rmse": 0.52, "mae": 0.37},
+        },
+    )
+    first_labelled_at = ma.fields.DateTime(allow_none=True)
+    last_labelled_at = ma.fields.DateTime(allow_none=True)
+
+
+class PerformanceSchema(ma.Schema):
+    """GET /models/<name>/performance."""
+
+    model = ma.fields.String(metadata={"example": "housing"})
+    registered_name = ma.fields.String(metadata={"example": "CaliforniaHousingBestModel"})
+    task = ma.fields.String(metadata={"example": "regression"})
+    window = ma.fields.Integer(metadata={"example": DEFAULT_WINDOW})
+    served_version = ma.fields.String(
+        allow_none=True,
+        metadata={"description": "the version this worker serves (null: none loaded)"},
+    )
+    versions = ma.fields.List(
+        ma.fields.Nested(VersionQualitySchema),
+        metadata={"description": "versions with labels, most recently labelled first"},
+    )
+
+
+class DriftReportSchema(ma.Schema):
+    """GET /models/<name>/drift: the newest input drift check of a model."""
+
+    model = ma.fields.String(metadata={"example": "housing"})
+    checked_at = ma.fields.DateTime(allow_none=True, metadata={"description": "null: pending"})
+    status = ma.fields.String(
+        metadata={
+            "enum": list(DRIFT_STATUSES),
+            "description": "pending until the monitor has checked the model once",
+            "example": "ok",
+        }
+    )
+    version = ma.fields.String(
+        allow_none=True, metadata={"description": "reference (champion) version", "example": "3"}
+    )
+    overall_psi = ma.fields.Float(
+        allow_none=True, metadata={"description": "largest feature PSI", "example": 0.04}
+    )
+    threshold = ma.fields.Float(allow_none=True, metadata={"example": 0.2})
+    window_rows = ma.fields.Integer(
+        allow_none=True, metadata={"description": "recent logged rows compared", "example": 5000}
+    )
+    min_rows = ma.fields.Integer(
+        allow_none=True, metadata={"description": "rows needed for a verdict", "example": 500}
+    )
+    features = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.Float(allow_none=True),
+        metadata={"description": "PSI per input feature", "example": {"MedInc": 0.04}},
+    )

@@ -6,14 +6,14 @@ import logging
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth import BEARER_AUTH, admin_required
+from app.blueprint import Blueprint
 from app.errors import ApiError
 from app.prediction_log_api.schemas import PredictionListSchema, PredictionQuerySchema
 from app.services import get_services
-from core import prediction_log
+from core import jobs, prediction_log
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,11 @@ class Predictions(MethodView):
         Rows reach the database within PREDICTION_LOG_FLUSH_SECONDS of being answered.
         """
         try:
-            rows = prediction_log.recent(
-                get_services().engine, model=query.get("model"), limit=query["limit"]
-            )
+            engine = get_services().engine
+            # Before this worker's first flush the table may not exist yet: an empty log is a
+            # 200 with no rows, not a 503.
+            jobs.ensure_schema(engine)
+            rows = prediction_log.recent(engine, model=query.get("model"), limit=query["limit"])
         except SQLAlchemyError:
             log.exception("reading the prediction log failed")
             raise ApiError(503, "The prediction log database is unavailable.") from None

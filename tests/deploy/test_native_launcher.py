@@ -1,5 +1,6 @@
-"""The native launcher from a clean clone: `make stack` starts redis, api, worker and Prometheus
-under honcho; the API serves, a retrain completes, and SIGTERM stops everything cleanly."""
+"""The native launcher from a clean clone: `make stack` starts redis, api, worker, monitor, beat
+and Prometheus under honcho; the API serves, a retrain completes, and SIGTERM stops everything
+cleanly."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def test_make_stack_from_a_clean_clone(trained_registry, tmp_path):
     shutil.copy2(trained_registry.state_dir / "mlflow.db", state / "mlflow.db")
     workspace = tmp_path / "workspace"
     shutil.copytree(trained_registry.workspace, workspace, symlinks=True)
-    api_port, metrics_port, redis_port, prom_port = (procs.free_port() for _ in range(4))
+    api_port, metrics_port, monitor_port, redis_port, prom_port = (
+        procs.free_port() for _ in range(5)
+    )
     env = {
         **trained_registry.env,
         "STATE_DIR": str(state),
@@ -41,6 +44,7 @@ def test_make_stack_from_a_clean_clone(trained_registry, tmp_path):
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "API_PORT": str(api_port),
         "WORKER_METRICS_PORT": str(metrics_port),
+        "MONITOR_METRICS_PORT": str(monitor_port),
         "PROMETHEUS_PORT": str(prom_port),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "api-metrics"),
         "API_ADMIN_TOKEN": TOKEN,
@@ -85,22 +89,23 @@ def test_make_stack_from_a_clean_clone(trained_registry, tmp_path):
                     ]
                     if t["health"] == "up"
                 }
-                == {"api": "up", "worker": "up"}
+                == {"api": "up", "worker": "up", "monitor": "up"}
             ),
             60,
-            "Prometheus to scrape api and worker",
+            "Prometheus to scrape api, worker and monitor",
             interval=0.5,
         )
         assert up
         children = psutil.Process(launcher.pid).children(recursive=True)
-        assert len(children) >= 5  # make, honcho, redis, gunicorn (+workers), celery, prometheus
+        # make, honcho, redis, gunicorn (+workers), celery worker, monitor, beat, prometheus
+        assert len(children) >= 7
     finally:
         code = procs.stop(launcher, signal.SIGTERM, timeout=60)
     log = procs.tail(launcher, 60)
     leftovers = [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not leftovers, f"processes left running: {leftovers}\n{log}"
     assert "SIGKILL" not in log, log
-    for port in (api_port, metrics_port, redis_port, prom_port):
+    for port in (api_port, metrics_port, monitor_port, redis_port, prom_port):
         try:
             requests.get(f"http://127.0.0.1:{port}/", timeout=1)
             raise AssertionError(f"port {port} still answers after shutdown")

@@ -1,6 +1,7 @@
 """The monitoring proof against the real thing: Prometheus (Debian package) scrapes a real
-gunicorn API (2 workers) and a real Celery worker; every dashboard query returns data, counts
-add up across workers, and every alert rule is loaded and healthy."""
+gunicorn API (2 workers), a real Celery retrain worker and the monitor worker fed by a real
+celery beat; every dashboard query returns data (drift and live quality included), counts add up
+across workers, and every alert rule is loaded and healthy."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def stack(trained_registry, tmp_path_factory):
     workspace = root / "workspace"
     shutil.copytree(trained_registry.workspace, workspace, symlinks=True)
     redis.Redis.from_url(REDIS_DB_URL).flushdb()
-    api_port, worker_port, prom_port = procs.free_port(), procs.free_port(), procs.free_port()
+    api_port, worker_port, monitor_port, prom_port = (procs.free_port() for _ in range(4))
     env = {
         **trained_registry.env,
         "STATE_DIR": str(state),
@@ -60,6 +61,8 @@ def stack(trained_registry, tmp_path_factory):
         "WORKER_METRICS_PORT": str(worker_port),
         "PIPELINE_WORKSPACE": str(workspace),
         "MODEL_REFRESH_SECONDS": "1",
+        "MONITOR_INTERVAL_SECONDS": "1",
+        "RETENTION_INTERVAL_SECONDS": "5",
         "PATH": f"{BIN}:{trained_registry.env.get('PATH', '')}",
     }
     started = []
@@ -70,12 +73,23 @@ def stack(trained_registry, tmp_path_factory):
             root / "api.log",
         )
         started.append(api)
+        celery = [str(BIN / "celery"), "-A", "workers.make_celery"]
         worker = procs.start(
-            [str(BIN / "celery"), "-A", "workers.make_celery", "worker", "--concurrency", "1"],
-            env,
-            root / "worker.log",
+            [*celery, "worker", "-Q", "retrain", "--concurrency", "1"], env, root / "worker.log"
         )
         started.append(worker)
+        monitor = procs.start(
+            [*celery, "worker", "-Q", "monitoring", "-n", "monitor@%h", "--concurrency", "1"],
+            {**env, "WORKER_METRICS_PORT": str(monitor_port)},
+            root / "monitor.log",
+        )
+        started.append(monitor)
+        beat = procs.start(
+            [*celery, "beat", "--schedule", str(root / "celerybeat-schedule")],
+            env,
+            root / "beat.log",
+        )
+        started.append(beat)
         config = root / "prometheus.yml"
         rendered = subprocess.run(
             [
@@ -85,6 +99,8 @@ def stack(trained_registry, tmp_path_factory):
                 f"127.0.0.1:{api_port}",
                 "--worker",
                 f"127.0.0.1:{worker_port}",
+                "--monitor",
+                f"127.0.0.1:{monitor_port}",
                 "--interval",
                 "1s",
             ],
@@ -109,6 +125,7 @@ def stack(trained_registry, tmp_path_factory):
         procs.wait_http(f"{api_url}/health/ready", 120, api)
         procs.wait_all_workers_ready(api_url, 2, 60)
         procs.wait_http(f"http://127.0.0.1:{worker_port}/metrics", 60, worker)
+        procs.wait_http(f"http://127.0.0.1:{monitor_port}/metrics", 60, monitor)
         procs.wait_http(f"http://127.0.0.1:{prom_port}/-/ready", 60, prom)
         yield {"api": api_url, "prom": f"http://127.0.0.1:{prom_port}", "procs": started}
     finally:
@@ -132,25 +149,42 @@ def scalar(prom: str, expr: str) -> float:
 
 @pytest.fixture(scope="module")
 def driven(stack):
-    """Send known traffic: predictions on fresh connections, client errors, one retrain."""
+    """Send known traffic: predictions on fresh connections, client errors, feedback labels,
+    shifted housing inputs (drift, hence an automatic retrain), one requested retrain."""
     api = stack["api"]
+    auth = {"Authorization": f"Bearer {TOKEN}"}
     sent = {"iris": 0, "housing": 0, "errors": 0}
-    for _ in range(60):
+    labels = []
+    for i in range(60):
         # A new connection per request spreads the load over both gunicorn workers.
         r = requests.post(f"{api}/predict/iris", json=IRIS_ROW, timeout=10)
         assert r.status_code == 200, r.text
         sent["iris"] += 1
+        actual = "setosa" if i % 4 else "versicolor"
+        labels.append({"request_id": r.json()["request_id"], "actual": actual})
     for _ in range(20):
         r = requests.post(
             f"{api}/predict/housing", json={"instances": [HOUSING_ROW] * 5}, timeout=10
         )
         assert r.status_code == 200, r.text
         sent["housing"] += 5
+        labels += [
+            {"request_id": r.json()["request_id"], "row_index": j, "actual": 4.0} for j in range(5)
+        ]
+    # Incomes three times what the model was trained on: drift well above the threshold.
+    shifted = [
+        {**HOUSING_ROW, "MedInc": HOUSING_ROW["MedInc"] * 3 * (1 + i / 600)} for i in range(600)
+    ]
+    r = requests.post(f"{api}/predict/housing", json={"instances": shifted}, timeout=30)
+    assert r.status_code == 200, r.text
+    sent["housing"] += len(shifted)
+    r = requests.post(f"{api}/feedback", json={"labels": labels}, headers=auth, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == len(labels)
     for _ in range(10):
         r = requests.post(f"{api}/predict/iris", json={"sepal_length": "x"}, timeout=10)
         assert r.status_code == 422
         sent["errors"] += 1
-    auth = {"Authorization": f"Bearer {TOKEN}"}
     r = requests.post(f"{api}/retrain", json={"model": "iris"}, headers=auth, timeout=10)
     assert r.status_code == 202, r.text
     job = r.json()["job_id"]
@@ -165,9 +199,12 @@ def driven(stack):
         lambda: (
             scalar(prom, 'sum(model_predictions_total{model="iris"})') >= sent["iris"]
             and scalar(prom, "sum(retrain_jobs_total)") >= 1
+            and scalar(prom, 'max(model_drift_score{model="housing"})') > 0.25
+            and scalar(prom, 'sum(retrain_auto_triggers_total{trigger="drift"})') >= 1
+            and scalar(prom, 'max(model_live_labelled_rows{model="iris"})') == 60
         ),
         60,
-        "Prometheus to scrape the traffic",
+        "Prometheus to scrape the traffic, the drift check and the live quality",
     )
     return sent
 
@@ -206,7 +243,7 @@ def test_every_dashboard_panel_query_returns_data(stack, driven):
 def test_every_alert_rule_is_loaded_and_healthy(stack, driven):
     res = requests.get(f"{stack['prom']}/api/v1/rules", timeout=10).json()
     rules = [r for g in res["data"]["groups"] for r in g["rules"]]
-    assert len(rules) == 7
+    assert len(rules) == 11
     unhealthy = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not unhealthy, unhealthy
     firing = [r["name"] for r in rules if r["state"] == "firing"]
@@ -215,7 +252,21 @@ def test_every_alert_rule_is_loaded_and_healthy(stack, driven):
 
 def test_both_targets_are_up(stack, driven):
     up = {r["metric"]["job"]: r["value"][1] for r in query(stack["prom"], "up")}
-    assert up == {"api": "1", "worker": "1"}
+    assert up == {"api": "1", "worker": "1", "monitor": "1"}
+
+
+def test_live_quality_and_drift_match_what_was_sent(stack, driven):
+    prom = stack["prom"]
+    # 60 iris rows all predicted setosa, 45 labelled setosa and 15 versicolor.
+    assert scalar(prom, 'max(model_live_accuracy{model="iris"})') == pytest.approx(0.75)
+    # Housing: the newest 500 labels hold only the 100 labelled rows; RMSE against 4.0.
+    assert scalar(prom, 'max(model_live_labelled_rows{model="housing"})') == 100
+    worst = query(prom, 'topk(1, model_feature_drift_psi{model="housing"})')
+    assert worst[0]["metric"]["feature"] == "MedInc"
+    jobs = requests.get(f"{stack['api']}/jobs?limit=20", timeout=5).json()
+    triggered = [j for j in jobs["jobs"] if j["trigger"] == "drift"]
+    assert len(triggered) == 1, jobs  # the cool-down holds later checks back
+    assert "MedInc" in triggered[0]["reason"]
 
 
 def test_process_metrics_cover_master_and_both_workers(stack, driven):
