@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import redis
 import requests
@@ -127,7 +128,12 @@ def stack(trained_registry, tmp_path_factory):
         procs.wait_http(f"http://127.0.0.1:{worker_port}/metrics", 60, worker)
         procs.wait_http(f"http://127.0.0.1:{monitor_port}/metrics", 60, monitor)
         procs.wait_http(f"http://127.0.0.1:{prom_port}/-/ready", 60, prom)
-        yield {"api": api_url, "prom": f"http://127.0.0.1:{prom_port}", "procs": started}
+        yield {
+            "api": api_url,
+            "prom": f"http://127.0.0.1:{prom_port}",
+            "procs": started,
+            "workspace": workspace,
+        }
     finally:
         for proc in reversed(started):
             procs.stop(proc)
@@ -171,10 +177,11 @@ def driven(stack):
         labels += [
             {"request_id": r.json()["request_id"], "row_index": j, "actual": 4.0} for j in range(5)
         ]
-    # Incomes three times what the model was trained on: drift well above the threshold.
-    shifted = [
-        {**HOUSING_ROW, "MedInc": HOUSING_ROW["MedInc"] * 3 * (1 + i / 600)} for i in range(600)
-    ]
+    # Training rows with three times the income: drift in MedInc, well above the threshold.
+    train = pd.read_csv(stack["workspace"] / "data" / "prepared" / "housing" / "train.csv")
+    rows = train[list(HOUSING_ROW)].sample(600, random_state=0)
+    rows["MedInc"] *= 3
+    shifted = rows.to_dict(orient="records")
     r = requests.post(f"{api}/predict/housing", json={"instances": shifted}, timeout=30)
     assert r.status_code == 200, r.text
     sent["housing"] += len(shifted)
