@@ -9,6 +9,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from app.fields import StorableText, storable
+from app.request_log import REQUEST_ID_PATTERN
 from core.feedback import Label
 
 MAX_LABEL_TEXT = 100  # longest class name accepted; real ones are short
@@ -59,7 +60,11 @@ def _label_fields(required: bool) -> dict[str, ma.fields.Field]:
         # It is a database query parameter: lone surrogates and NULs must be a 422, not a 500.
         "request_id": StorableText(
             required=required,
-            validate=validate.Length(min=1, max=128),
+            # Only ids the API hands out (or accepts from X-Request-ID) can name a prediction.
+            validate=[
+                validate.Length(min=1, max=128),
+                validate.Regexp(f"^{REQUEST_ID_PATTERN}$", error="Not a request id."),
+            ],
             metadata={
                 "description": "request_id of the prediction response (or its X-Request-ID)",
                 "example": "4f1c2a9e0b7d4c55",
@@ -152,9 +157,19 @@ _LABEL_JSON_SCHEMA = {
     "required": ["request_id", "actual"],
     "additionalProperties": False,
     "properties": {
-        "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "request_id": {"type": "string", "pattern": f"^{REQUEST_ID_PATTERN}$"},
         "row_index": {"type": "integer", "minimum": 0, "maximum": MAX_ROW_INDEX},
-        "actual": {"oneOf": NUMBER_OR_LABEL},
+        "actual": {
+            "oneOf": [
+                {"type": "number"},
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_LABEL_TEXT,
+                    "pattern": StorableText.PATTERN,
+                },
+            ]
+        },
     },
 }
 # The documented body: exactly one of the two forms. marshmallow's generated schema cannot say
