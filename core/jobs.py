@@ -16,11 +16,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     Boolean,
     Column,
     DateTime,
@@ -35,11 +34,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from core import db
+from core.db import utcnow
 from core.specs import MODEL_SPECS
 
 QUEUED = "queued"
@@ -51,7 +50,6 @@ ACTIVE_STATES = (QUEUED, RUNNING)
 FINAL_STATES = (SUCCEEDED, FAILED)
 ALL_MODELS = "all"
 
-_JSON = JSON().with_variant(JSONB(), "postgresql")
 
 retrain_jobs = Table(
     "retrain_jobs",
@@ -69,7 +67,7 @@ retrain_jobs = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("heartbeat_at", DateTime(timezone=True)),
     Column("error", Text),
-    Column("result", _JSON),
+    Column("result", db.JSON_TYPE),
     Column("attempts", Integer, nullable=False, default=0),
     Column("worker", String(255)),  # Celery node name of the current/last attempt
     Column("worker_pid", Integer),  # process that runs the current attempt
@@ -138,22 +136,10 @@ class Job:
         return asdict(self)
 
 
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC (what every column stores)."""
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; every value we write is UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def _job(mapping: Mapping[str, Any]) -> Job:
     data = dict(mapping)
     for key in ("submitted_at", "started_at", "finished_at", "updated_at", "heartbeat_at"):
-        data[key] = _aware(data[key])
+        data[key] = db.as_utc(data[key])
     return Job(**data)
 
 

@@ -32,7 +32,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Column,
     DateTime,
@@ -45,7 +44,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 
 from core import db
@@ -54,7 +52,6 @@ from core.specs import ModelSpec
 
 log = logging.getLogger(__name__)
 
-_JSON = JSON().with_variant(JSONB(), "postgresql")
 
 prediction_log = Table(
     "prediction_log",
@@ -64,8 +61,8 @@ prediction_log = Table(
     Column("model", String(64), nullable=False),
     Column("version", String(32), nullable=False),
     Column("row_index", Integer, nullable=False),
-    Column("inputs", _JSON, nullable=False),
-    Column("output", _JSON, nullable=False),
+    Column("inputs", db.JSON_TYPE, nullable=False),
+    Column("output", db.JSON_TYPE, nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # Serves GET /predictions and the drift window (newest first, per model).

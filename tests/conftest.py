@@ -12,6 +12,7 @@ import pytest
 
 from core import registry, settings
 from core.settings import PROJECT_ROOT
+from tests import procs
 
 TEST_PARAMS = Path(__file__).with_name("params.test.yaml")
 IN_CI = os.environ.get("CI") == "true"
@@ -53,18 +54,14 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory) -> TrainedRegistr
     root = tmp_path_factory.mktemp("trained")
     state_dir = root / "state"
     env = registry_env(state_dir)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    ws = workspace.create(root / "workspace", params_file=TEST_PARAMS)
-    started = time.monotonic()
-    results = run_pipeline("all", workspace=ws)
-    print(f"\n[trained_registry] pipeline took {time.monotonic() - started:.1f}s")
-    yield TrainedRegistry(env["MLFLOW_TRACKING_URI"], state_dir, ws, {**os.environ, **env}, results)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with procs.environ(env):
+        ws = workspace.create(root / "workspace", params_file=TEST_PARAMS)
+        started = time.monotonic()
+        results = run_pipeline("all", workspace=ws)
+        print(f"\n[trained_registry] pipeline took {time.monotonic() - started:.1f}s")
+        yield TrainedRegistry(
+            env["MLFLOW_TRACKING_URI"], state_dir, ws, {**os.environ, **env}, results
+        )
 
 
 @pytest.fixture

@@ -116,8 +116,8 @@ class GunicornLauncher:
         self.tmp_path = tmp_path
         self.started: list[Gunicorn] = []
 
-    def start(self, base_env: dict[str, str], **extra: str) -> Gunicorn:
-        """Start one server on a free port and wait until both workers are ready."""
+    def start(self, base_env: dict[str, str], wait_ready: bool = True, **extra: str) -> Gunicorn:
+        """Start one server on a free port; wait until both workers are ready (or only live)."""
         port = procs.free_port()
         env = {
             **base_env,
@@ -139,6 +139,9 @@ class GunicornLauncher:
         server = Gunicorn(proc, f"http://127.0.0.1:{port}", env)
         self.started.append(server)
         procs.wait_http(f"{server.base_url}/health/live", 60, proc)
+        if not wait_ready:  # e.g. a server started without a loadable model
+            procs.wait_until(lambda: len(server.worker_pids()) == 2, 30, "two workers")
+            return server
         ready: set[int] = set()
 
         def every_worker_ready() -> bool:

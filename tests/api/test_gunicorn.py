@@ -35,15 +35,9 @@ def module_registry(trained_registry: TrainedRegistry, tmp_path_factory) -> Iter
     state_dir = tmp_path_factory.mktemp("gunicorn-registry")
     shutil.copy2(trained_registry.state_dir / "mlflow.db", state_dir / "mlflow.db")
     env = registry_env(state_dir)
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    registry.configure(env["MLFLOW_TRACKING_URI"])
-    yield {**os.environ, **env}
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with procs.environ(env):
+        registry.configure(env["MLFLOW_TRACKING_URI"])
+        yield {**os.environ, **env}
     registry.configure(trained_registry.tracking_uri)
 
 

@@ -14,8 +14,6 @@ import requests
 
 from core import registry
 from core.specs import ALIAS_CHAMPION, ALIAS_PREVIOUS, MODEL_SPECS
-from tests import procs
-from tests.api.conftest import ADMIN_TOKEN, GUNICORN, Gunicorn, GunicornLauncher
 
 MODELS = ("iris", "housing")
 
@@ -165,33 +163,3 @@ class SqliteLocker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-
-
-class LiveOnlyLauncher(GunicornLauncher):
-    """GunicornLauncher whose servers may start without a loadable model (live, not ready)."""
-
-    def start_live(self, base_env: dict[str, str], **extra: str) -> Gunicorn:
-        """Start one server (same settings as GunicornLauncher.start); wait for /health/live."""
-        port = procs.free_port()
-        env = {
-            **base_env,
-            "API_PORT": str(port),
-            "WEB_CONCURRENCY": "2",
-            "MODEL_REFRESH_SECONDS": "1",
-            "API_ADMIN_TOKEN": ADMIN_TOKEN,
-            "PROMETHEUS_MULTIPROC_DIR": str(self.tmp_path / f"prometheus-{port}"),
-            "DATABASE_URL": f"sqlite:///{self.tmp_path / f'app-{port}.db'}",
-            "PREDICTION_LOG_FLUSH_SECONDS": "0.5",
-            "LOG_LEVEL": "INFO",
-            **extra,
-        }
-        proc = procs.start(
-            [GUNICORN, "-c", "deploy/gunicorn.conf.py", "app:create_app()"],
-            env,
-            self.tmp_path / f"gunicorn-{port}.log",
-        )
-        server = Gunicorn(proc, f"http://127.0.0.1:{port}", env)
-        self.started.append(server)
-        procs.wait_http(f"{server.base_url}/health/live", 60, proc)
-        procs.wait_until(lambda: len(server.worker_pids()) == 2, 30, "two workers")
-        return server

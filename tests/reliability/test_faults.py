@@ -11,6 +11,7 @@ SIGKILLed mid-retrain and a Redis outage seen by one in-process app
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -34,7 +35,6 @@ from tests import procs
 from tests.api.conftest import ADMIN, Gunicorn, GunicornLauncher
 from tests.conftest import TrainedRegistry, registry_env
 from tests.reliability.faults_support import (
-    LiveOnlyLauncher,
     SqliteLocker,
     Traffic,
     assert_aliases_consistent,
@@ -78,10 +78,13 @@ def stack(trained_registry: TrainedRegistry, tmp_path_factory) -> Iterator[Stack
     broker = RedisServer(root / "redis")
     worker = WorkerProcess({}, root)
     launcher = GunicornLauncher(root)
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)  # this process moves aliases in the private registry copy too
-    registry.configure(env["MLFLOW_TRACKING_URI"])
-    try:
+    # This process moves aliases in the private registry copy too.
+    with procs.environ(env), contextlib.ExitStack() as cleanup:
+        registry.configure(env["MLFLOW_TRACKING_URI"])
+        cleanup.callback(registry.configure, trained_registry.tracking_uri)
+        cleanup.callback(broker.close)
+        cleanup.callback(worker.close)
+        cleanup.callback(launcher.close)
         broker.start()
         base = {**trained_registry.env, **env, "REDIS_URL": broker.url}
         worker.env = {
@@ -98,16 +101,6 @@ def stack(trained_registry: TrainedRegistry, tmp_path_factory) -> Iterator[Stack
         # Job records live in the database the worker writes: the API must read the same one.
         server = launcher.start(base, DATABASE_URL=env["DATABASE_URL"])
         yield Stack(server, worker, broker, workspace, root)
-    finally:
-        launcher.close()
-        worker.close()
-        broker.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        registry.configure(trained_registry.tracking_uri)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -389,10 +382,10 @@ def test_api_waits_for_a_missing_then_locked_registry(
     state.mkdir()
     env = registry_env(state)
     db_path = state / "mlflow.db"
-    launcher = LiveOnlyLauncher(tmp_path)
+    launcher = GunicornLauncher(tmp_path)
     locker: SqliteLocker | None = None
     try:
-        server = launcher.start_live({**trained_registry.env, **env})
+        server = launcher.start({**trained_registry.env, **env}, wait_ready=False)
         pids = server.worker_pids()
         _unready_everywhere(server, "does not exist", 30)
         assert not db_path.exists(), "the API created an empty MLflow database by itself"
