@@ -53,6 +53,7 @@ bench: venv  ## benchmarks under bench/ (print figures; run on a quiet machine, 
 	$(BIN)/python -m bench.bench_pipeline
 	$(BIN)/python -m bench.bench_retrain
 	$(BIN)/python -m bench.bench_api
+	$(BIN)/python -m bench.bench_monitor
 
 backup: venv  ## back up registry database, artifacts, job records and prediction log to backups/
 	$(BIN)/python deploy/backup.py backup $(DEST)
