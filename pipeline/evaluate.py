@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay
 from sklearn.model_selection import cross_val_score
+from threadpoolctl import threadpool_limits
 
 from core.specs import get_spec
 from pipeline import io, params
@@ -65,10 +66,11 @@ def main(model: str) -> None:
         regression_plots(y, pred, out)
     else:
         x_train, y_train = io.read_split(model, "train")
-        folds = int(cfg.get("cv_folds", 5))
-        scores = cross_val_score(
-            estimator, x_train, y_train, cv=cv_splitter(spec.task, folds, params.seed())
-        )
+        folds = cfg["cv_folds"]
+        with threadpool_limits(limits=1):  # as in train: the figures never depend on cores
+            scores = cross_val_score(
+                estimator, x_train, y_train, cv=cv_splitter(spec.task, folds, params.seed())
+            )
         metrics[f"cv{folds}_accuracy"] = float(scores.mean())
         confusion_plot(y, pred, list(spec.classes), out)
     metrics["holdout_rows"] = len(y)

@@ -17,8 +17,8 @@ from pipeline import io, params
 def build(model: str, cfg: dict):
     """The unfitted transformer for a model, from its features params."""
     if model == "housing":
-        return HousingFeatures(geo=bool(cfg.get("geo", True)), ratios=bool(cfg.get("ratios", True)))
-    return StandardScaler() if cfg.get("scale", True) else FunctionTransformer()
+        return HousingFeatures(geo=cfg["geo"], ratios=cfg["ratios"])
+    return StandardScaler() if cfg["scale"] else FunctionTransformer()
 
 
 def write_drift_reference(model: str, x_train: np.ndarray) -> None:

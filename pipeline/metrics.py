@@ -29,3 +29,24 @@ def holdout_metrics(model: str, estimator: Any, x: np.ndarray, y: np.ndarray) ->
         "accuracy": float(accuracy_score(y, pred)),
         "macro_f1": float(f1_score(y, pred, average="macro")),
     }
+
+
+# The same metrics under cross-validation: sklearn scorer per name ("neg_" ones are negated
+# back, so every figure reads like its holdout counterpart).
+CV_SCORERS = {
+    "regression": {
+        "rmse": "neg_root_mean_squared_error",
+        "mae": "neg_mean_absolute_error",
+        "r2": "r2",
+    },
+    "classification": {"accuracy": "accuracy", "macro_f1": "f1_macro"},
+}
+
+
+def cv_metrics(task: str, scores: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean per metric from sklearn's cross_validate output."""
+    out = {}
+    for name, scorer in CV_SCORERS[task].items():
+        mean = float(np.mean(scores[f"test_{name}"]))
+        out[name] = -mean if scorer.startswith("neg_") else mean
+    return out

@@ -33,7 +33,7 @@ def section(stage: str, model: str, path: str | Path = PARAMS_FILE) -> dict[str,
 
 def seed(path: str | Path = PARAMS_FILE) -> int:
     """The shared random seed."""
-    return int(load(path).get("seed", 0))
+    return int(load(path)["seed"])
 
 
 def _fraction(where: str, value: Any, low: float = 0.0, high: float = 1.0) -> None:
@@ -109,46 +109,82 @@ def check_monitor(params: dict[str, Any]) -> None:
                 )
 
 
+def _stage(params: dict[str, Any], stage: str, model: str) -> dict[str, Any]:
+    cfg = (params.get(stage) or {}).get(model)
+    if not isinstance(cfg, dict):
+        raise ParamsError(f"{stage}.{model} is missing: params.yaml must set it")
+    return cfg
+
+
+def _required(cfg: dict[str, Any], where: str, key: str) -> Any:
+    # Defaults live in params.yaml only: a stage never guesses a value the file does not hold.
+    if key not in cfg:
+        raise ParamsError(f"{where}.{key} is missing: params.yaml must set it")
+    return cfg[key]
+
+
+# Keys each stage reads, by task, and how each one is checked.
+FEATURE_KEYS = {"regression": ("geo", "ratios"), "classification": ("scale",)}
+BUDGET_KEYS = {"max_ops_per_row": _positive_int, "max_artifact_mb": _positive}
+
+
 def check(params: dict[str, Any]) -> None:
-    """Raise ParamsError with a clear message for anything out of range or unknown."""
-    if not isinstance(params.get("seed", 0), int):
+    """Raise ParamsError with a clear message for anything missing, out of range or unknown."""
+    if not isinstance(params.get("seed"), int) or isinstance(params.get("seed"), bool):
         raise ParamsError(f"seed must be an integer, got {params.get('seed')!r}")
     for model, spec in MODEL_SPECS.items():
-        prep = (params.get("prepare") or {}).get(model) or {}
-        _fraction(f"prepare.{model}.holdout_fraction", prep.get("holdout_fraction", 0.2), 0.0, 0.9)
+        where = f"prepare.{model}"
+        prep = _stage(params, "prepare", model)
+        _fraction(f"{where}.holdout_fraction", _required(prep, where, "holdout_fraction"), 0, 0.9)
 
-        train = (params.get("train") or {}).get(model) or {}
-        _positive(f"train.{model}.cv_folds", train.get("cv_folds", 5), integer=True)
-        if train.get("cv_folds", 5) < 2:
-            raise ParamsError(f"train.{model}.cv_folds must be at least 2")
-        _positive(f"train.{model}.max_latency_ms", train.get("max_latency_ms", 1.0))
-        _positive(f"train.{model}.max_artifact_mb", train.get("max_artifact_mb", 20))
+        where = f"features.{model}"
+        feats = _stage(params, "features", model)
+        for key in FEATURE_KEYS[spec.task]:
+            if not isinstance(_required(feats, where, key), bool):
+                raise ParamsError(f"{where}.{key} must be true or false, got {feats[key]!r}")
+
+        where = f"train.{model}"
+        train = _stage(params, "train", model)
+        _positive(f"{where}.cv_folds", _required(train, where, "cv_folds"), integer=True)
+        if train["cv_folds"] < 2:
+            raise ParamsError(f"{where}.cv_folds must be at least 2")
+        for key, checker in BUDGET_KEYS.items():
+            checker(f"{where}.{key}", _required(train, where, key))
         candidates = train.get("candidates") or {}
         if not candidates:
-            raise ParamsError(f"train.{model}.candidates must name at least one algorithm")
+            raise ParamsError(f"{where}.candidates must name at least one algorithm")
         known = ALGORITHMS[spec.task]
         for algo, hyper in candidates.items():
             if algo not in known:
                 raise ParamsError(
-                    f"train.{model}.candidates: unknown algorithm {algo!r} for {spec.task}; "
+                    f"{where}.candidates: unknown algorithm {algo!r} for {spec.task}; "
                     f"choose from {sorted(known)}"
                 )
             for key, value in (hyper or {}).items():
                 if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                     raise ParamsError(
-                        f"train.{model}.candidates.{algo}.{key} must not be negative, got {value}"
+                        f"{where}.candidates.{algo}.{key} must not be negative, got {value}"
                     )
 
-        gates = (params.get("validate") or {}).get(model) or {}
-        for key, value in gates.items():
-            if key.startswith(("min_accuracy", "min_r2", "min_f1")):
-                _fraction(
-                    f"validate.{model}.{key}", value, -1.0 if key == "min_r2" else 0.0, 1.0001
-                )
-            else:
-                _positive(f"validate.{model}.{key}", value)
+        if spec.task == "classification":
+            where = f"evaluate.{model}"
+            folds = _required(_stage(params, "evaluate", model), where, "cv_folds")
+            _positive(f"{where}.cv_folds", folds, integer=True)
 
-        reg = (params.get("register") or {}).get(model) or {}
-        _non_negative(f"register.{model}.min_improvement", reg.get("min_improvement", 0.0))
+        where = f"validate.{model}"
+        gates = _stage(params, "validate", model)
+        for key, checker in BUDGET_KEYS.items():
+            checker(f"{where}.{key}", _required(gates, where, key))
+        for key, value in gates.items():
+            if key in BUDGET_KEYS:
+                continue
+            if key.startswith(("min_accuracy", "min_r2", "min_macro_f1")):
+                _fraction(f"{where}.{key}", value, -1.0 if key == "min_r2" else 0.0, 1.0001)
+            else:
+                _positive(f"{where}.{key}", value)
+
+        where = f"register.{model}"
+        reg = _stage(params, "register", model)
+        _non_negative(f"{where}.min_improvement", _required(reg, where, "min_improvement"))
 
     check_monitor(params)

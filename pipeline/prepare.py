@@ -47,7 +47,7 @@ def main(model: str) -> None:
     # every run, so a candidate and the champion it must beat are scored on equal terms.
     train, holdout = train_test_split(
         frame,
-        test_size=cfg.get("holdout_fraction", 0.2),
+        test_size=cfg["holdout_fraction"],
         random_state=params.seed(),
         stratify=stratify,
     )

@@ -140,7 +140,7 @@ def main(model: str) -> None:
     candidate = registry.register(uri, spec.registered_name, tags)
     registry.set_challenger(spec.registered_name, candidate.version)
 
-    decision = gate(model, metrics, float(cfg.get("min_improvement", 0.0)))
+    decision = gate(model, metrics, float(cfg["min_improvement"]))
     if decision["promote"]:
         registry.promote(spec.registered_name, candidate.version)
     else:

@@ -1,5 +1,9 @@
 """Stage train: compare candidate algorithms by cross-validation and keep the best that fits
-the latency and size budgets. Every candidate is a nested MLflow run."""
+the serving-cost and size budgets. Every candidate is a nested MLflow run.
+
+The choice depends only on data, params and seed: budgets are computed from the fitted model's
+structure (pipeline.cost), and fitting runs on one thread so the bytes of a model do not depend
+on the machine's core count. Measured latency is recorded, never used."""
 
 from __future__ import annotations
 
@@ -9,14 +13,18 @@ from typing import Any
 import mlflow
 import numpy as np
 from sklearn.base import clone
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+from sklearn.model_selection import KFold, StratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from core import registry
 from core.specs import get_spec
-from pipeline import algorithms, io, measure, params
+from pipeline import algorithms, cost, io, measure, params
+from pipeline.metrics import CV_SCORERS, cv_metrics
+from pipeline.validate import metric_gates
 
-SCORING = {"regression": "neg_root_mean_squared_error", "classification": "accuracy"}
+# train.json and MLflow keep everything about a candidate but the fitted object.
+FITTED = "pipeline"
 
 
 def cv_splitter(task: str, folds: int, seed: int):
@@ -28,48 +36,89 @@ def cv_splitter(task: str, folds: int, seed: int):
 def evaluate_candidate(
     model: str, algo: str, hyper: dict, features: Any, x: np.ndarray, y: np.ndarray, cfg: dict
 ) -> dict[str, Any]:
-    """Cross-validate one candidate, then fit it on all training rows and measure serving cost."""
+    """Cross-validate one candidate, then fit it on all training rows and cost it."""
     spec = get_spec(model)
     seed = params.seed()
     pipe = Pipeline(
         [("features", clone(features)), ("model", algorithms.build(spec.task, algo, hyper, seed))]
     )
-    scores = cross_val_score(
-        pipe, x, y, cv=cv_splitter(spec.task, cfg["cv_folds"], seed), scoring=SCORING[spec.task]
+    scores = cross_validate(
+        pipe, x, y, cv=cv_splitter(spec.task, cfg["cv_folds"], seed), scoring=CV_SCORERS[spec.task]
     )
-    # Report positive RMSE for regression: sklearn's scorer is negated so bigger is better.
-    cv_metric = float(-scores.mean()) if spec.task == "regression" else float(scores.mean())
+    cv = cv_metrics(spec.task, scores)
     pipe.fit(x, y)
     return {
         "algorithm": algo,
         "params": dict(hyper or {}),
-        "cv_metric": cv_metric,
-        "cv_std": float(scores.std()),
-        "latency_ms": measure.single_row_latency_ms(pipe, x),
-        "artifact_mb": measure.artifact_mb(pipe),
-        "pipeline": pipe,
+        "cv_metric": cv[spec.primary_metric],
+        "cv_std": float(np.std(scores[f"test_{spec.primary_metric}"])),
+        "cv_metrics": cv,
+        "ops_per_row": cost.ops_per_row(pipe),
+        "artifact_mb": cost.artifact_mb(pipe),
+        "latency_ms": measure.single_row_latency_ms(pipe, x),  # information only
+        FITTED: pipe,
     }
 
 
-def pick(results: list[dict], cfg: dict, greater_is_better: bool) -> dict:
-    """Best CV metric among candidates within the latency and size budgets."""
-    fitting = [
-        r
-        for r in results
-        if r["latency_ms"] <= cfg["max_latency_ms"] and r["artifact_mb"] <= cfg["max_artifact_mb"]
-    ]
-    if not fitting:
-        raise SystemExit(
-            "train: no candidate fits the budgets "
-            f"(max_latency_ms={cfg['max_latency_ms']}, max_artifact_mb={cfg['max_artifact_mb']})"
+def over_budget(result: dict, cfg: dict) -> list[str]:
+    """Why a candidate does not fit the budgets (empty when it fits)."""
+    reasons = []
+    if result["ops_per_row"] > cfg["max_ops_per_row"]:
+        reasons.append(
+            f"{result['ops_per_row']} ops per row > max_ops_per_row {cfg['max_ops_per_row']}"
         )
-    return (max if greater_is_better else min)(fitting, key=lambda r: r["cv_metric"])
+    if result["artifact_mb"] > cfg["max_artifact_mb"]:
+        reasons.append(f"{result['artifact_mb']:.2f} MB > max_artifact_mb {cfg['max_artifact_mb']}")
+    return reasons
+
+
+def pick(results: list[dict], cfg: dict, greater_is_better: bool) -> tuple[dict, list[dict]]:
+    """Best CV metric within the budgets, and every better candidate it passed over, with why."""
+    # Stable sort: on a tie the candidate listed first in params.yaml wins.
+    ranked = sorted(results, key=lambda r: r["cv_metric"], reverse=greater_is_better)
+    excluded = []
+    for result in ranked:
+        reasons = over_budget(result, cfg)
+        if not reasons:
+            return result, excluded
+        excluded.append(
+            {"algorithm": result["algorithm"], "cv_metric": result["cv_metric"], "why": reasons}
+        )
+    raise SystemExit(f"train: no candidate fits the budgets: {describe(excluded)}")
+
+
+def describe(excluded: list[dict]) -> str:
+    """One line naming each excluded candidate and why."""
+    return "; ".join(
+        f"{e['algorithm']} (cv {e['cv_metric']:.4f}) excluded: {', '.join(e['why'])}"
+        for e in excluded
+    )
+
+
+def check_fallback(model: str, best: dict, excluded: list[dict], gates: dict) -> None:
+    """A fallback whose CV figures already fail validate's thresholds is an error now."""
+    if not excluded:
+        return
+    failing = [g for g in metric_gates(best["cv_metrics"], gates) if not g["passed"]]
+    if failing:
+        causes = ", ".join(
+            f"cv {g['gate'].partition('_')[2]} {g['value']:.4f} vs {g['gate']} {g['limit']}"
+            if "value" in g
+            else g.get("detail", g["gate"])
+            for g in failing
+        )
+        raise SystemExit(
+            f"train {model}: {describe(excluded)}; the fallback {best['algorithm']} cannot pass "
+            f"validate ({causes}): raise the budget or change the candidates"
+        )
 
 
 def main(model: str) -> None:
     """Write models/<model>/model.pkl and train.json."""
-    cfg = {"cv_folds": 5, "max_latency_ms": 1.0, "max_artifact_mb": 20.0}
-    cfg.update(params.section("train", model))
+    cfg = params.section("train", model)
+    # Read to fail early on a hopeless fallback only: the fitted model never depends on it, so
+    # it is not a DVC param of this stage (validate re-checks on the holdout anyway).
+    gates = params.section("validate", model)
     spec = get_spec(model)
     x, y = io.read_split(model, "train")
     features = io.load_object(io.model_dir(model) / "features.pkl")
@@ -77,7 +126,7 @@ def main(model: str) -> None:
     registry.ensure_store()
     metric = f"cv_{spec.primary_metric}"
     results = []
-    with mlflow.start_run(run_name=f"train-{model}") as parent:
+    with mlflow.start_run(run_name=f"train-{model}") as parent, threadpool_limits(limits=1):
         mlflow.set_tags({"model": model, "stage": "train"})
         for algo, hyper in cfg["candidates"].items():
             with mlflow.start_run(run_name=f"{model}-{algo}", nested=True):
@@ -86,25 +135,34 @@ def main(model: str) -> None:
                 mlflow.log_params({f"model.{k}": v for k, v in result["params"].items()})
                 mlflow.log_metrics(
                     {
-                        metric: result["cv_metric"],
+                        **{f"cv_{k}": v for k, v in result["cv_metrics"].items()},
                         f"{metric}_std": result["cv_std"],
-                        "latency_ms": result["latency_ms"],
+                        "ops_per_row": result["ops_per_row"],
                         "artifact_mb": result["artifact_mb"],
+                        "latency_ms": result["latency_ms"],
                     }
                 )
             results.append(result)
             print(
                 f"train {model}: {algo:<24} {metric}={result['cv_metric']:.4f} "
-                f"latency={result['latency_ms']:.3f}ms size={result['artifact_mb']:.2f}MB"
+                f"ops/row={result['ops_per_row']} size={result['artifact_mb']:.2f}MB "
+                f"(measured {result['latency_ms']:.3f}ms, not used)"
             )
-        best = pick(results, cfg, spec.greater_is_better)
+        best, excluded = pick(results, cfg, spec.greater_is_better)
+        if excluded:
+            print(f"train {model}: {describe(excluded)}")
+        check_fallback(model, best, excluded, gates)
         mlflow.log_metric(metric, best["cv_metric"])
+        mlflow.log_metric("latency_ms", best["latency_ms"])
         mlflow.set_tag("best_algorithm", best["algorithm"])
+        if excluded:
+            mlflow.set_tag("excluded_candidates", describe(excluded))
 
-    io.save_object(io.model_dir(model) / "model.pkl", best["pipeline"])
-    summary = {k: v for k, v in best.items() if k != "pipeline"}
+    io.save_object(io.model_dir(model) / "model.pkl", best[FITTED])
+    summary = {k: v for k, v in best.items() if k != FITTED}
     summary["run_id"] = parent.info.run_id
-    summary["candidates"] = [{k: v for k, v in r.items() if k != "pipeline"} for r in results]
+    summary["excluded"] = excluded
+    summary["candidates"] = [{k: v for k, v in r.items() if k != FITTED} for r in results]
     io.write_json(io.model_dir(model) / "train.json", summary)
     print(f"train {model}: picked {best['algorithm']}")
 

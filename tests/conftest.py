@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,11 @@ def registry_env(state_dir: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+def stage_env(env: dict[str, str]) -> dict[str, str]:
+    """env for running DVC or a stage by hand: stage commands say `python`, meaning this venv's."""
+    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 @pytest.fixture(scope="session")
