@@ -176,8 +176,10 @@ class ModelCache:
         refresh_seconds: float = 5.0,
         registry: ModuleType | Any = core_registry,
         on_first_ready: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.specs = {spec.name: spec for spec in specs}
+        self._clock = clock  # check ages and retry back-off; tests inject a fake
         self.refresh_seconds = refresh_seconds
         self.registry = registry
         self._served: dict[str, ServedModel] = {}
@@ -208,7 +210,7 @@ class ModelCache:
                 "version": served.version if served else None,
                 "loaded_at": served.loaded_at if served else None,
                 "last_check_age_seconds": (
-                    round(time.monotonic() - state.last_check_at, 3)
+                    round(self._clock() - state.last_check_at, 3)
                     if state.last_check_at is not None
                     else None
                 ),
@@ -270,7 +272,7 @@ class ModelCache:
             state.last_error = f"registry: {_reason(exc)}"[:500]
             log.warning("champion lookup for %s failed: %s", spec.registered_name, exc)
             return "registry-error"
-        state.last_check_at = time.monotonic()
+        state.last_check_at = self._clock()
         current = self._served.get(spec.name)
         if info is None:
             state.last_error = f"{spec.registered_name} has no @{ALIAS_CHAMPION} version"
@@ -282,7 +284,7 @@ class ModelCache:
             # moved back), so its error must not linger in /health.
             state.failed_version, state.failures, state.last_error = None, 0, None
             return "unchanged"
-        if state.failed_version == info.version and time.monotonic() < state.retry_at:
+        if state.failed_version == info.version and self._clock() < state.retry_at:
             return "backoff"
         return self._load(spec, info, current, state)
 
@@ -304,7 +306,7 @@ class ModelCache:
                 state.failed_version, state.failures = info.version, 1
             # Back off exponentially so a broken artifact is not reloaded every tick.
             delay = min(self.refresh_seconds * 2 ** (state.failures - 1), MAX_RETRY_SECONDS)
-            state.retry_at = time.monotonic() + delay
+            state.retry_at = self._clock() + delay
             state.last_error = f"load of version {info.version} failed: {_reason(exc)}"[:500]
             metrics.MODEL_RELOADS.labels(spec.name, "failure").inc()
             log.error(

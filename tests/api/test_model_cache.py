@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 from sklearn.dummy import DummyClassifier, DummyRegressor
 
-from app.model_cache import ModelCache, ModelLoadError, build_served_model
+from app.model_cache import MAX_RETRY_SECONDS, ModelCache, ModelLoadError, build_served_model
 from core.registry import VersionInfo
 from core.specs import HOUSING, IRIS
+from tests.procs import wait_until
 
 
 def iris_model(labels=IRIS.classes, strategy="prior"):
@@ -106,8 +106,19 @@ def test_a_moved_alias_swaps_the_record(fake):
     assert cache.refresh()["iris"] == "loaded" and cache.get("iris").version == "1"
 
 
+class FakeClock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_broken_new_version_keeps_the_old_one_serving(fake):
-    cache = ModelCache([IRIS, HOUSING], refresh_seconds=0.05, registry=fake)
+    clock = FakeClock()
+    cache = ModelCache([IRIS, HOUSING], refresh_seconds=5, registry=fake, clock=clock)
     cache.refresh()
     before = reload_count("iris", "failure")
     fake.add(IRIS, "2", OSError("artifact is corrupt"))
@@ -115,12 +126,23 @@ def test_broken_new_version_keeps_the_old_one_serving(fake):
     assert cache.get("iris").version == "1" and cache.ready()
     assert "artifact is corrupt" in cache.status()["iris"]["last_error"]
     assert reload_count("iris", "failure") == before + 1
-    # Backoff: the broken version is not reloaded on every tick.
+    # Back-off doubles from refresh_seconds: 5 s after the first failure, 10 s after the second.
+    clock.now += 4.9
     assert cache.refresh()["iris"] == "backoff"
-    time.sleep(0.06)
+    clock.now += 0.1
     assert cache.refresh()["iris"] == "failure"
-    assert cache.refresh()["iris"] == "backoff"  # now waits twice as long
-    # Fixing the champion (a new good version) recovers.
+    clock.now += 9.9
+    assert cache.refresh()["iris"] == "backoff"
+    clock.now += 0.1
+    assert cache.refresh()["iris"] == "failure"
+    assert reload_count("iris", "failure") == before + 3
+    # Capped: after many failures the wait is MAX_RETRY_SECONDS, not more.
+    for _ in range(10):
+        clock.now += MAX_RETRY_SECONDS
+        assert cache.refresh()["iris"] == "failure"
+    clock.now += MAX_RETRY_SECONDS - 0.1
+    assert cache.refresh()["iris"] == "backoff"
+    # Fixing the champion (a new good version) recovers at once, back-off or not.
     fake.add(IRIS, "3", iris_model())
     assert cache.refresh()["iris"] == "loaded"
     assert cache.status()["iris"]["last_error"] is None
@@ -163,11 +185,8 @@ def test_background_thread_picks_up_changes_and_calls_on_first_ready(fake):
     )
     cache.start()
     try:
-        assert cache.wait_ready(5) and became_ready.wait(5)
+        assert cache.wait_ready(30) and became_ready.wait(30)
         fake.add(IRIS, "2", iris_model())
-        deadline = time.monotonic() + 5
-        while cache.get("iris").version != "2":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: cache.get("iris").version == "2", 30, "the refresher to load v2")
     finally:
         cache.stop()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -92,12 +90,9 @@ def test_agrees_with_the_marshmallow_record_schema(record):
     assert set(fast_errors) == set(schema_errors)
 
 
-def test_ten_thousand_rows_validate_quickly():
+def test_ten_thousand_rows_validate_into_one_matrix():
+    # How fast: bench/bench_validation.py (against a per-row marshmallow schema, same run).
     rows = [{**ROW, "MedInc": float(i % 10)} for i in range(10_000)]
-    V.parse({"instances": rows}, 10_000)  # warm
-    started = time.perf_counter()
     parsed = V.parse({"instances": rows}, 10_000)
-    elapsed = time.perf_counter() - started
     assert parsed.matrix.shape == (10_000, 8)
-    # ~5 ms on a laptop core; 100 ms allows a loaded CI machine but not a per-row schema.
-    assert elapsed < 0.1, elapsed
+    assert parsed.matrix[:, 0].tolist() == [float(i % 10) for i in range(10_000)]

@@ -181,7 +181,7 @@ def test_redis_killed_and_restarted_under_traffic(stack: Stack):
         refused = server.post("/retrain", json={"model": "iris"}, headers=ADMIN)
         elapsed = time.monotonic() - started
         assert_error_shape(refused, 503)
-        assert elapsed < 2.0, f"POST /retrain took {elapsed:.2f}s with Redis down"
+        assert elapsed < 10, f"POST /retrain took {elapsed:.2f}s with Redis down: unbounded"
         listed = {j["job_id"] for j in server.get("/jobs?limit=200").json()["jobs"]}
         assert listed == known, "a refused retrain left a job record behind"
         broker.start()

@@ -144,7 +144,7 @@ def test_redis_down_answers_503_fast_and_leaves_no_job(make_app, redis_server):
         response = _retrain(client, {"model": "housing"})
         elapsed = time.monotonic() - started
         assert response.status_code == 503, response.get_json()
-        assert elapsed < 2.0, f"503 took {elapsed:.2f}s"
+        assert elapsed < 10, f"503 took {elapsed:.2f}s: a publish that waits unbounded"
         assert "Redis" in response.get_json()["message"]
         engine = get_services(app).engine
         assert [j.model for j in jobs.active(engine)] == ["iris"]  # no orphaned record

@@ -109,8 +109,13 @@ def test_monitor_worker_and_beat_retrain_a_drifted_model(trained_registry, tmp_p
 
         job = procs.wait_until(drift_job, 90, "a drift report and a drift retrain job")
         assert job.model == "housing" and job.state == "queued" and "MedInc" in job.reason
-        # Its message waits on the retrain queue for a retrain worker (none runs here).
-        assert job.job_id in broker.pending_task_ids(redis.url)
+        # Its message waits on the retrain queue for a retrain worker (none runs here). The
+        # record is written before the message is published: wait for the message, in order.
+        procs.wait_until(
+            lambda: running() or job.job_id in broker.pending_task_ids(redis.url),
+            30,
+            f"drift job {job.job_id}'s message on the retrain queue",
+        )
 
         psi = ("model_feature_drift_psi", (("feature", "MedInc"), ("model", "housing")))
         shown = procs.wait_until(
