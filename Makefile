@@ -8,7 +8,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv run train stack test soak lint format repro versions bench backup restore clean
+.PHONY: help venv run train stack test soak first-run lint format repro versions bench backup restore clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -49,11 +49,15 @@ test: venv lint  ## the whole suite (lint, unit, integration against real servic
 soak: venv  ## long soak variants of the reliability tests (not part of make test)
 	$(BIN)/pytest -m soak
 
+first-run: venv  ## a fresh clone's `make run` with production params, as a newcomer runs it (CI)
+	$(BIN)/pytest -m first_run tests/deploy/test_first_run.py
+
 bench: venv  ## benchmarks under bench/ (print figures; run on a quiet machine, needs wrk)
 	$(BIN)/python -m bench.bench_pipeline
 	$(BIN)/python -m bench.bench_retrain
 	$(BIN)/python -m bench.bench_api
 	$(BIN)/python -m bench.bench_monitor
+	$(BIN)/python -m bench.bench_validation
 
 backup: venv  ## back up registry database, artifacts, job records and prediction log to backups/
 	$(BIN)/python deploy/backup.py backup $(DEST)
