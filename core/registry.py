@@ -120,7 +120,8 @@ def _client():
 
 
 def ensure_store(tracking_uri: str | None = None) -> str:
-    """Create the backing store and the experiment once, before several processes share it."""
+    """Create the backing store and the experiment once, before several processes share it;
+    this process then logs runs to that experiment."""
     import mlflow
 
     uri = configure(tracking_uri)
@@ -131,6 +132,9 @@ def ensure_store(tracking_uri: str | None = None) -> str:
             mlflow.create_experiment(name, artifact_location=settings.mlflow_artifact_root())
         else:
             mlflow.create_experiment(name)
+    # Not MLflow's Default experiment: its artifacts go to ./mlruns of whichever directory
+    # created the database, not to the state dir (embedded) or the tracking server's store.
+    mlflow.set_experiment(name)
     return uri
 
 

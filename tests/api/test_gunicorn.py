@@ -130,6 +130,7 @@ def _broken_version() -> str:
     """Log and register an iris model, then corrupt its pickle on disk."""
     x = np.tile([[5.1, 3.5, 1.4, 0.2]], (3, 1))
     model = DummyClassifier().fit(x, list(IRIS.classes))
+    registry.ensure_store()  # the project's experiment: artifacts under the test's state dir
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             model,

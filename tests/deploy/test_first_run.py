@@ -89,3 +89,6 @@ def test_make_run_from_a_fresh_clone_serves_both_models_and_stops_cleanly(tmp_pa
     still = [port for port in DEFAULT_PORTS if listening(port)]
     assert not still, f"ports still open after the stop: {still}\n{log}"
     assert (clone / "var" / "mlflow.db").exists() and Path(clone / ".venv").is_dir()
+    # Every artefact in the state dir, none in MLflow's default ./mlruns.
+    assert list((clone / "var" / "mlartifacts").rglob("model.skops"))
+    assert not (clone / "mlruns").exists()

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import mlflow
 import pytest
 import yaml
 
@@ -42,6 +43,9 @@ def test_first_run_registers_a_tagged_champion(trained_registry, model):
         result["metrics"][spec.primary_metric]
     )
     assert len(champ.tags["data_hash"]) == 64
+    # Logged to the project's experiment, so the artefacts are in the state dir, not ./mlruns.
+    artifacts = (trained_registry.state_dir / "mlartifacts").as_uri()
+    assert mlflow.get_run(champ.run_id).info.artifact_uri.startswith(artifacts)
     ws = trained_registry.workspace
     metrics = json.loads((ws / "metrics" / f"{model}.json").read_text())
     assert spec.primary_metric in metrics
