@@ -1,10 +1,15 @@
-"""The Flask application factory: `gunicorn -c deploy/gunicorn.conf.py "app:create_app()"`."""
+"""The Flask application factory: `gunicorn -c deploy/gunicorn.conf.py "app:create_app()"`.
+
+Nothing is imported here at module level: deploy/gunicorn.conf.py reads app.config before the
+metrics folder is set, and prometheus_client must not be imported until it is.
+"""
 
 from __future__ import annotations
 
-from flask import Flask
+from collections.abc import Mapping
+from typing import Any
 
-from app.config import Config
+from flask import Flask
 
 
 def _blueprints() -> list:
@@ -20,33 +25,29 @@ def _blueprints() -> list:
     return [predict, models, feedback, predictions, health, metrics, jobs]
 
 
-def _init_integrations(app: Flask) -> None:
-    """Hook for process-wide integrations configured from app.config (e.g. a Celery app)."""
-    from workers.celery_app import celery_init_app
-
-    celery_init_app(app)  # publishes retrain jobs by task name; never imports training code
-
-
-def create_app(config_class: type[Config] = Config) -> Flask:
-    """Build the app: config, logging, extensions, blueprints, error handlers. Loads no model."""
+def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: config (environment, then overrides), logging, extensions, blueprints and
+    error handlers. Loads no model and connects to nothing."""
+    from app.config import load_config
     from app.docs import make_docs_assets_blueprint
     from app.errors import register_error_handlers
-    from app.extensions import make_api, make_metrics
+    from app.extensions import celery_init_app, make_api, make_metrics
     from app.predict.schemas import register_components
     from app.request_log import configure_logging, init_request_log
-    from app.services import init_services
+    from app.runtime import init_runtime
     from core import registry
 
     app = Flask(__name__, static_folder=None)
-    app.config.from_object(config_class())
+    app.config.from_mapping(load_config())
+    app.config.from_mapping(overrides or {})
     app.json.sort_keys = False  # keep documented field order in schema-dumped responses
     configure_logging(app.config["LOG_LEVEL"])
     # Only records the URI (process-wide); no connection is made until a worker needs one.
     registry.configure(app.config["MLFLOW_TRACKING_URI"])
 
-    # Order matters for the before_request hooks: request id first, then services.
+    # Order matters for the before_request hooks: request id first, then the runtime.
     init_request_log(app)
-    init_services(app)
+    init_runtime(app)
     make_metrics(app)
 
     api = make_api(app)
@@ -55,5 +56,5 @@ def create_app(config_class: type[Config] = Config) -> Flask:
         api.register_blueprint(blueprint)
     app.register_blueprint(make_docs_assets_blueprint(app.config["OPENAPI_SWAGGER_UI_URL"]))
     register_error_handlers(app)  # after the Api, replacing its HTTPException handler
-    _init_integrations(app)
+    celery_init_app(app)
     return app

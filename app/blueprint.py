@@ -1,4 +1,4 @@
-"""The flask-smorest Blueprint every resource uses: JSON bodies are read by app.json_body.
+"""The one Blueprint base of every resource: flask-smorest's, reading JSON with app.json_body.
 
 webargs' own JSON loading answers a body nested 100k deep or an integer of 5,000 digits with a
 500 (RecursionError / ValueError escape it), a non-JSON content type with "missing field" 422s
@@ -27,6 +27,6 @@ class JsonBodyParser(FlaskParser):
 
 
 class Blueprint(flask_smorest.Blueprint):
-    """flask_smorest.Blueprint with the project's JSON body parser."""
+    """flask_smorest.Blueprint with the project's JSON body parser; every resource uses it."""
 
     ARGUMENTS_PARSER = JsonBodyParser()

@@ -1,80 +1,103 @@
-"""Application configuration: every setting comes from an environment variable with a default.
+"""Configuration of the API process: the Flask app's settings and those of its gunicorn server.
 
-Variable            Default                           Meaning
-API_PORT            8000                              port gunicorn binds (deploy/gunicorn.conf.py)
-LOG_LEVEL           INFO                              level of the JSON logs on stderr
-MLFLOW_TRACKING_URI sqlite:///$STATE_DIR/mlflow.db    MLflow tracking + model registry
-DATABASE_URL        sqlite:///$STATE_DIR/app.db       prediction log (and job records)
-REDIS_URL           redis://localhost:6379/0          Celery broker the API publishes retrains to
-API_ADMIN_TOKEN     (unset)                           bearer token of admin endpoints; unset = 403
-MODEL_REFRESH_SECONDS 5                               how often each worker checks @champion
-MAX_BATCH_ROWS      10000                             largest accepted "instances" batch
-MAX_CONTENT_LENGTH  8388608 (8 MiB)                   largest accepted request body (413 beyond)
-PREDICTION_LOG_ENABLED true                           store every predicted row
-PREDICTION_LOG_FLUSH_SECONDS 0.25                     how often buffered rows are written
-PREDICTION_LOG_FLUSH_ROWS 20000                       flush sooner once this many rows wait
-PREDICTION_LOG_MAX_PENDING_ROWS 100000                buffer bound per worker; when full, requests
-                                                      wait for the writer (backpressure) up to
-PREDICTION_LOG_BLOCK_SECONDS 5                        this long, then drop rows (counted)
-REQUEST_LOG_ENABLED true                              one JSON log line per request
+Every setting comes from an environment variable declared below (name, default, meaning);
+create_app reads ApiSettings once, deploy/gunicorn.conf.py reads ServerSettings once.
 """
 
 from __future__ import annotations
 
-import os
+import tempfile
+from pathlib import Path
+from typing import Any
 
-from core import settings
-from core.settings import env_bool, env_float, env_int
+from pydantic import model_validator
+
+from core.settings import Settings, env
 
 
-class Config:
-    """Production defaults, read from the environment when the class is instantiated."""
+class ApiSettings(Settings):
+    """What the Flask app reads from the environment."""
 
-    TESTING = False
+    api_admin_token: str | None = env(
+        "API_ADMIN_TOKEN",
+        None,
+        "bearer token of admin endpoints (unset: they answer 403)",
+        shown="unset",
+    )
+    model_refresh_seconds: float = env(
+        "MODEL_REFRESH_SECONDS", 5.0, "how often each API worker checks `@champion` (s)"
+    )
+    max_batch_rows: int = env("MAX_BATCH_ROWS", 10_000, "largest accepted `instances` batch")
+    max_content_length: int = env(
+        "MAX_CONTENT_LENGTH", 8 * 1024 * 1024, "largest request body in bytes (413 beyond)"
+    )
+    prediction_log_enabled: bool = env(
+        "PREDICTION_LOG_ENABLED", True, "store every predicted row in the prediction log"
+    )
+    # Short, frequent flushes: each costs the worker's CPU briefly instead of one longer stall
+    # per second that shows up in the tail latency.
+    prediction_log_flush_seconds: float = env(
+        "PREDICTION_LOG_FLUSH_SECONDS", 0.25, "how often buffered prediction-log rows are written"
+    )
+    prediction_log_flush_rows: int = env(
+        "PREDICTION_LOG_FLUSH_ROWS", 20_000, "flush sooner once this many rows wait"
+    )
+    prediction_log_max_pending_rows: int = env(
+        "PREDICTION_LOG_MAX_PENDING_ROWS",
+        100_000,
+        "buffer bound per API worker; when full, requests wait for the writer",
+    )
+    prediction_log_block_seconds: float = env(
+        "PREDICTION_LOG_BLOCK_SECONDS",
+        5.0,
+        "longest such wait, after which rows are dropped (and counted)",
+    )
+    request_log_enabled: bool = env("REQUEST_LOG_ENABLED", True, "one JSON log line per request")
 
-    def __init__(self) -> None:
-        self.API_PORT = env_int("API_PORT", 8000)
-        self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
-        self.MLFLOW_TRACKING_URI = settings.mlflow_tracking_uri()
-        self.DATABASE_URL = settings.database_url()
-        self.REDIS_URL = settings.redis_url()  # Celery broker the API publishes retrains to
-        # An empty token counts as unset: admin endpoints then refuse instead of running open.
-        self.API_ADMIN_TOKEN = os.environ.get("API_ADMIN_TOKEN") or None
-        self.MODEL_REFRESH_SECONDS = env_float("MODEL_REFRESH_SECONDS", 5.0)
-        self.MAX_BATCH_ROWS = env_int("MAX_BATCH_ROWS", 10_000)
-        self.MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 8 * 1024 * 1024)
-        self.PREDICTION_LOG_ENABLED = env_bool("PREDICTION_LOG_ENABLED", True)
-        # Short, frequent flushes: each costs the worker's CPU briefly instead of one longer
-        # stall per second that shows up in the tail latency.
-        self.PREDICTION_LOG_FLUSH_SECONDS = env_float("PREDICTION_LOG_FLUSH_SECONDS", 0.25)
-        self.PREDICTION_LOG_FLUSH_ROWS = env_int("PREDICTION_LOG_FLUSH_ROWS", 20_000)
-        self.PREDICTION_LOG_MAX_PENDING_ROWS = env_int("PREDICTION_LOG_MAX_PENDING_ROWS", 100_000)
-        self.PREDICTION_LOG_BLOCK_SECONDS = env_float("PREDICTION_LOG_BLOCK_SECONDS", 5.0)
-        self.REQUEST_LOG_ENABLED = env_bool("REQUEST_LOG_ENABLED", True)
+
+class ServerSettings(Settings):
+    """What deploy/gunicorn.conf.py reads from the environment."""
+
+    api_port: int = env("API_PORT", 8000, "port the API listens on")
+    web_concurrency: int = env(
+        "WEB_CONCURRENCY", 2, "gunicorn workers (each holds its own copy of every model)"
+    )
+    gunicorn_timeout: int = env("GUNICORN_TIMEOUT", 60, "seconds before a silent worker is killed")
+    gunicorn_graceful_timeout: int = env(
+        "GUNICORN_GRACEFUL_TIMEOUT", 30, "seconds a stopping worker may take to finish"
+    )
+    forwarded_allow_ips: str = env(
+        "FORWARDED_ALLOW_IPS", "127.0.0.1", "proxies whose X-Forwarded-* headers are trusted"
+    )
+    prometheus_multiproc_dir: Path | None = env(
+        "PROMETHEUS_MULTIPROC_DIR",
+        None,
+        "metrics files of the gunicorn workers, emptied at start",
+        shown="$TMPDIR/prediction-api-prometheus-$API_PORT",
+    )
+
+    @model_validator(mode="after")
+    def _metrics_folder(self) -> ServerSettings:
+        """One metrics folder per port, so two servers on one host never sum each other."""
+        if self.prometheus_multiproc_dir is None:
+            folder = f"prediction-api-prometheus-{self.api_port}"
+            self.prometheus_multiproc_dir = Path(tempfile.gettempdir()) / folder
+        return self
+
+
+def load_config() -> dict[str, Any]:
+    """The Flask config of the API: the environment (read now) and fixed settings."""
+    return {
+        **ApiSettings().model_dump(by_alias=True),
         # Background services (model refresher, log writer) start on first use in the serving
         # process; gunicorn's post_fork starts them eagerly in each worker.
-        self.START_SERVICES_ON_FIRST_REQUEST = True
-
-        # flask-smorest / OpenAPI
-        self.API_TITLE = "Prediction service"
-        self.API_VERSION = "1.0.0"
-        self.OPENAPI_VERSION = "3.0.3"
-        self.OPENAPI_URL_PREFIX = "/"
-        self.OPENAPI_JSON_PATH = "openapi.json"
-        self.OPENAPI_SWAGGER_UI_PATH = "/docs"
-        # Swagger UI assets come from the swagger-ui-bundle package, served by app/docs.py.
-        self.OPENAPI_SWAGGER_UI_URL = "/docs/assets/"
-        self.JSON_SORT_KEYS = False
-
-
-class TestConfig(Config):
-    """In-process tests: fast refresh, a known admin token, services started by the test."""
-
-    TESTING = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.API_ADMIN_TOKEN = "test-admin-token"
-        self.MODEL_REFRESH_SECONDS = 1.0
-        self.PREDICTION_LOG_FLUSH_SECONDS = 0.2
-        self.START_SERVICES_ON_FIRST_REQUEST = False
+        "START_SERVICES_ON_FIRST_REQUEST": True,
+        # flask-smorest / OpenAPI; Swagger UI assets come from swagger-ui-bundle (app/docs.py).
+        "API_TITLE": "Prediction service",
+        "API_VERSION": "1.0.0",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "OPENAPI_SWAGGER_UI_PATH": "/docs",
+        "OPENAPI_SWAGGER_UI_URL": "/docs/assets/",
+    }

@@ -1,7 +1,8 @@
 """The one error shape of the API: {"code", "status", "message", "errors"?} for every failure.
 
-Views raise ApiError (or any werkzeug HTTPException); everything unexpected becomes a 500 whose
-body carries only the request id, never a traceback or a path.
+Views raise ApiError (or any werkzeug HTTPException); a failing application database is a 503
+wherever it happens; everything unexpected becomes a 500 whose body carries only the request
+id, never a traceback or a path.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import marshmallow as ma
 import orjson
 from flask import Flask, Response, g
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,19 @@ def handle_http_exception(exc: HTTPException) -> Response:
     return error_response(code, message, _unwrap_locations(errors), headers)
 
 
+def handle_storage_error(exc: SQLAlchemyError) -> Response:
+    """The application database failed (down, locked, full): the client may retry later."""
+    info = g.get("rq")
+    reason = (str(exc).strip().splitlines() or [""])[0]  # SQLAlchemy appends the SQL
+    log.error(
+        "database unavailable: %s: %s",
+        type(exc).__name__,
+        reason,
+        extra={"request_id": info.request_id if info else None},
+    )
+    return error_response(503, "The database is unavailable; retry later.")
+
+
 def handle_unexpected(exc: Exception) -> Response:
     """Anything not raised on purpose: log it with the request id, answer a bare 500."""
     if isinstance(exc, HTTPException):
@@ -133,4 +148,5 @@ def register_error_handlers(app: Flask) -> None:
     """Route every error through the one shape (replaces flask-smorest's handler)."""
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(SQLAlchemyError, handle_storage_error)
     app.register_error_handler(Exception, handle_unexpected)

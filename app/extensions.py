@@ -1,9 +1,10 @@
-"""Flask extensions, built per app: the flask-smorest Api and the Prometheus exporter."""
+"""Flask extensions, built per app: the flask-smorest Api, the Prometheus exporter, Celery."""
 
 from __future__ import annotations
 
 import os
 
+from celery import Celery
 from flask import Flask, Request
 from flask_smorest import Api
 from prometheus_client import CollectorRegistry
@@ -13,6 +14,11 @@ from prometheus_flask_exporter.multiprocess import GunicornPrometheusMetrics
 from app.auth import SECURITY_SCHEME
 from app.errors import ErrorSchema
 from core import metrics as project_metrics
+from core.tasks import CONNECT_TIMEOUT, broker_options
+
+# Publishing from an API request must give up fast (the client gets a 503 within 2 s): short
+# socket timeouts, and one quick publish retry (core.tasks.PUBLISH_RETRY_POLICY).
+PUBLISH_SOCKET_TIMEOUT = 0.5
 
 API_DESCRIPTION = """\
 Predictions from scikit-learn models served from the MLflow Model Registry (`@champion`),
@@ -63,3 +69,18 @@ def make_metrics(app: Flask) -> PrometheusMetrics:
         metrics = PrometheusMetrics(app, path=None, registry=registry, **options)
     app.extensions["prometheus_metrics"] = metrics
     return metrics
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """The Celery client that publishes retrains, from app.config (pallets examples/celery).
+
+    The API only publishes tasks by name (core.tasks), so it has no task class and imports no
+    task; the worker builds its own Celery app (workers/celery_app.py).
+    """
+    celery_app = Celery(app.name)
+    celery_app.config_from_object(
+        broker_options(app.config["REDIS_URL"], PUBLISH_SOCKET_TIMEOUT, CONNECT_TIMEOUT)
+    )
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app

@@ -36,11 +36,6 @@ class RequestInfo:
         self.error: str | None = None
 
 
-def current_info() -> RequestInfo | None:
-    """The RequestInfo of the current request (None outside the request hooks)."""
-    return g.get("rq")
-
-
 def new_request_id() -> str:
     """A fresh random request id (32 hex digits)."""
     return os.urandom(16).hex()

@@ -1,4 +1,4 @@
-"""SQLAlchemy plumbing shared by the prediction log and the job records: engines and metadata."""
+"""SQLAlchemy plumbing of the application database: engines, metadata, schema, batched pruning."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
-from sqlalchemy import JSON, MetaData, create_engine, event
+from sqlalchemy import JSON, MetaData, Table, create_engine, event, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -136,3 +137,40 @@ def _schema_turn(engine: Engine) -> Iterator[None]:
 def redact(url: str) -> str:
     """The URL with any password hidden, for logs and health output."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+class Pruned(NamedTuple):
+    """What one prune removed: rows, and the delete transactions that removed them."""
+
+    deleted: int
+    batches: int
+
+
+def prune(engine: Engine, table: Table, cutoff: datetime, batch_rows: int) -> Pruned:
+    """Delete rows created before cutoff, oldest first, batch_rows per short transaction.
+
+    table has an integer `id` that grows with its `created_at` (the prediction log, the monitor
+    reports).
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+    cols = table.c
+    old = cols.created_at < cutoff
+    deleted = batches = 0
+    while True:
+        # Pick the batch in a read-only statement first: on SQLite a DELETE holds the one write
+        # lock for as long as it runs, so the scan must not happen under it (API workers flush
+        # the log concurrently). The ids are consecutive among old rows, so the delete is a
+        # primary-key range, repeating the age condition for newer rows inside the range.
+        batch = select(cols.id).where(old).order_by(cols.id).limit(batch_rows)
+        with engine.connect() as conn:
+            ids = conn.execute(batch).scalars().all()
+        if not ids:
+            break
+        with engine.begin() as conn:
+            done = conn.execute(table.delete().where(cols.id.between(ids[0], ids[-1]), old))
+        deleted += done.rowcount
+        batches += 1
+        if len(ids) < batch_rows:
+            break  # that was the last old row; a further look would scan the table for nothing
+    return Pruned(deleted, batches)

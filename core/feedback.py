@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 from core import db
-from core.prediction_log import prediction_log
+from core.prediction_log.table import prediction_log
 from core.specs import ModelSpec
 
 DEFAULT_WINDOW = 500

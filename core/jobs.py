@@ -13,6 +13,7 @@ message, a reconciler and a late-finishing old attempt can never overwrite each 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -40,6 +41,8 @@ from sqlalchemy.exc import IntegrityError
 from core import db
 from core.db import utcnow
 from core.specs import MODEL_SPECS
+
+log = logging.getLogger(__name__)
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -88,6 +91,14 @@ retrain_locks = Table(
     ),
     Column("locked_at", DateTime(timezone=True), nullable=False),
 )
+
+
+class NotQueued(Exception):
+    """Publishing a recorded job failed; its record and locks were removed again."""
+
+    def __init__(self, job: Job, cause: Exception) -> None:
+        super().__init__(f"retrain job {job.job_id} could not be queued: {cause}")
+        self.job = job
 
 
 class JobConflict(Exception):
@@ -219,6 +230,33 @@ def submit(
                     continue
             raise JobConflict(holder, locked_model) from None
     raise RuntimeError(f"could not record a retrain job for {model}: the lock table keeps changing")
+
+
+def enqueue(
+    engine: Engine,
+    model: str,
+    publish: Callable[[str], None],
+    force: bool = False,
+    trigger: str = "api",
+    reason: str | None = None,
+) -> Job:
+    """Record a queued job with its locks, then publish it; a job that is not queued is no job.
+
+    The record is written first, so a client can always poll the id it got. Raises JobConflict
+    (nothing written) or NotQueued (publish failed: the record and its locks are removed).
+    """
+    job = submit(engine, model, force, trigger, reason)
+    try:
+        publish(job.job_id)
+    except Exception as exc:
+        log.error("could not queue %s retrain job %s: %s", trigger, job.job_id, exc)
+        try:
+            discard(engine, job.job_id)
+        except Exception:  # the database went too: the reconciler republishes the record
+            log.exception("could not remove unqueued job %s", job.job_id)
+        raise NotQueued(job, exc) from exc
+    log.info("queued %s retrain job %s for %s (force=%s)", trigger, job.job_id, model, force)
+    return job
 
 
 def _columns(job: Job) -> dict[str, Any]:

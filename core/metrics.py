@@ -1,4 +1,4 @@
-"""Every project metric (names are part of the contract in DESIGN.md), defined once.
+"""Every project metric, defined once; the names are a contract (README: Monitoring).
 
 The API and the Celery worker import these objects; nothing else defines a metric. They live in
 prometheus_client's default registry, so they are multiprocess-safe whenever
@@ -8,9 +8,6 @@ does that): each process then writes its samples to mmap files that MultiProcess
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 # Model time for one call, from a single iris row (~0.1 ms) to a 10,000-row tree-model batch.
@@ -203,28 +200,3 @@ def register_into(registry: CollectorRegistry) -> None:
         return
     for metric in ALL_METRICS:
         registry.register(metric)
-
-
-def observe_many(histogram: Histogram, values: Iterable[float] | np.ndarray) -> None:
-    """Observe a whole batch in O(buckets) metric writes instead of one write per value.
-
-    A labelled child's bucket counters are not cumulative (exposition sums them), so adding
-    each bucket's count once is exactly equivalent to observing every value.
-    """
-    arr = np.asarray(values, dtype=float).ravel()
-    arr = arr[~np.isnan(arr)]  # observe() would count NaN in no bucket; skip it outright
-    if arr.size == 0:
-        return
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None:  # a future client changed internals
-        for value in arr.tolist():
-            histogram.observe(value)
-        return
-    # observe() puts v in the first bucket whose upper bound is >= v: searchsorted "left".
-    index = np.searchsorted(np.asarray(bounds, dtype=float), arr, side="left")
-    counts = np.bincount(index, minlength=len(bounds))
-    for i in np.flatnonzero(counts).tolist():
-        buckets[i].inc(int(counts[i]))
-    total.inc(float(arr.sum()))

@@ -20,6 +20,14 @@ RETENTION = "retention"
 KINDS = (DRIFT, QUALITY, RETENTION)
 ANY_MODEL = "*"  # reports that are not about one model (retention)
 
+# The status of a drift or quality report: the monitor writes them, the API serves them.
+STATUS_OK = "ok"
+STATUS_DRIFT = "drift"  # overall PSI above the threshold
+STATUS_DEGRADED = "degraded"  # live quality beyond the threshold
+STATUS_INSUFFICIENT_DATA = "insufficient_data"  # too few rows or labels for a verdict
+STATUS_NO_REFERENCE = "no_reference"  # the champion has no training-data reference
+DRIFT_STATUSES = (STATUS_OK, STATUS_DRIFT, STATUS_INSUFFICIENT_DATA, STATUS_NO_REFERENCE)
+
 monitor_reports = Table(
     "monitor_reports",
     db.metadata,

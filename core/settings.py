@@ -1,9 +1,20 @@
-"""Environment-driven settings shared by the API, the worker and the pipeline."""
+"""Environment settings: the stores every process shares, and how each process declares its own.
+
+Each variable is declared once, as a field of a settings class (its name, default and meaning):
+Settings below for what every process reads, app.config for the API and its server,
+workers.config for the workers. A process reads its class once when it starts; the README's
+configuration table and deploy/env.example are checked against these declarations
+(tests/test_configuration.py).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,24 +27,65 @@ QUIET_ENV = {
 }
 
 
-def env_int(name: str, default: int) -> int:
-    """Integer environment variable; unset or empty gives default."""
-    raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else default
+def env(name: str, default: Any, meaning: str, shown: str | None = None) -> Any:
+    """A field read from the environment variable name; shown: the default as documented."""
+    return Field(default, alias=name, description=meaning, json_schema_extra={"shown": shown})
 
 
-def env_float(name: str, default: float) -> float:
-    """Float environment variable; unset or empty gives default."""
-    raw = os.environ.get(name)
-    return float(raw) if raw not in (None, "") else default
+class Settings(BaseSettings):
+    """The stores every process uses (local state, MLflow, the app database, Redis) and logging.
 
+    The base of every process's settings class: declared variables only, read by their exact
+    names; an empty value keeps the default.
+    """
 
-def env_bool(name: str, default: bool) -> bool:
-    """Boolean environment variable (1/true/yes/on); unset or empty gives default."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return raw.strip().lower() in ("1", "true", "yes", "on")
+    model_config = SettingsConfigDict(
+        case_sensitive=True, env_ignore_empty=True, populate_by_name=True, extra="ignore"
+    )
+
+    state_dir: Path = env(
+        "STATE_DIR",
+        PROJECT_ROOT / "var",
+        "local state: MLflow SQLite database, artifacts, app database",
+        shown="./var",
+    )
+    mlflow_tracking_uri: str = env(
+        "MLFLOW_TRACKING_URI",
+        "",
+        "MLflow tracking and registry",
+        shown="sqlite:///$STATE_DIR/mlflow.db",
+    )
+    mlflow_artifact_root: str = env(
+        "MLFLOW_ARTIFACT_ROOT",
+        "",
+        "artifact folder of new experiments in the embedded setup",
+        shown="$STATE_DIR/mlartifacts",
+    )
+    mlflow_experiment_name: str = env(
+        "MLFLOW_EXPERIMENT_NAME", "prediction-service", "MLflow experiment of pipeline runs"
+    )
+    database_url: str = env(
+        "DATABASE_URL",
+        "",
+        "SQLAlchemy URL of job records, prediction log, feedback and monitor reports",
+        shown="sqlite:///$STATE_DIR/app.db",
+    )
+    redis_url: str = env("REDIS_URL", "redis://localhost:6379/0", "Celery broker and results")
+    log_level: str = env("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR (JSON log lines)")
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        """Fill the defaults that live under STATE_DIR."""
+        self.state_dir = self.state_dir.expanduser().resolve()
+        self.mlflow_tracking_uri = (
+            self.mlflow_tracking_uri or f"sqlite:///{self.state_dir / 'mlflow.db'}"
+        )
+        self.mlflow_artifact_root = (
+            self.mlflow_artifact_root or (self.state_dir / "mlartifacts").as_uri()
+        )
+        self.database_url = self.database_url or f"sqlite:///{self.state_dir / 'app.db'}"
+        self.log_level = self.log_level.upper()
+        return self
 
 
 def apply_quiet_env() -> None:
@@ -42,32 +94,27 @@ def apply_quiet_env() -> None:
         os.environ.setdefault(key, value)
 
 
+# Shortcuts for scripts and the pipeline, which read the environment as it is when they ask.
 def state_dir() -> Path:
-    """Folder for local state (registry database, artifacts, app database); STATE_DIR overrides."""
-    return Path(os.environ.get("STATE_DIR", PROJECT_ROOT / "var")).resolve()
+    """Folder for local state (registry database, artifacts, app database)."""
+    return Settings().state_dir
 
 
 def mlflow_tracking_uri() -> str:
-    """MLflow tracking and registry URI: MLFLOW_TRACKING_URI or a SQLite file under state_dir()."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{state_dir() / 'mlflow.db'}"
+    """MLflow tracking and registry URI."""
+    return Settings().mlflow_tracking_uri
 
 
 def mlflow_artifact_root() -> str:
     """Where new MLflow experiments keep artifacts (embedded mode only)."""
-    return os.environ.get("MLFLOW_ARTIFACT_ROOT") or (state_dir() / "mlartifacts").as_uri()
+    return Settings().mlflow_artifact_root
 
 
 def database_url() -> str:
-    """SQLAlchemy URL for job records and the prediction log."""
-    return os.environ.get("DATABASE_URL") or f"sqlite:///{state_dir() / 'app.db'}"
-
-
-def redis_url() -> str:
-    """Redis URL for the Celery broker and result backend."""
-    return os.environ.get("REDIS_URL", "redis://localhost:6379/0")
+    """SQLAlchemy URL of the application database."""
+    return Settings().database_url
 
 
 def experiment_name() -> str:
     """MLflow experiment that pipeline runs are logged under."""
-    return os.environ.get("MLFLOW_EXPERIMENT_NAME", "prediction-service")
+    return Settings().mlflow_experiment_name

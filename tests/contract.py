@@ -1,4 +1,4 @@
-"""Names fixed by the contract (DESIGN.md) that several tests check."""
+"""Names fixed by the contract (README: Monitoring) that several tests check."""
 
 # Metric families every dashboard, alert and scrape may rely on.
 CONTRACT_METRICS = (

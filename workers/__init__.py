@@ -1,4 +1,4 @@
-"""Celery worker side: the retrain task, job reconciliation and the worker's metrics.
+"""Celery worker side: the retrain and monitor tasks, job reconciliation and the worker's metrics.
 
-The API imports only workers.celery_app and workers.broker (neither imports training code).
+Nothing in `app` imports this package; both sides meet in core (core.tasks, core.jobs).
 """

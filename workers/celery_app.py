@@ -1,87 +1,57 @@
-"""The Celery app: configuration for Redis, `celery_init_app` for the Flask factory, publishing.
+"""The workers' Celery app: the retrain and monitor tasks, beat's schedule, delivery guarantees.
 
-Shaped like pallets/flask `examples/celery`: the Flask factory calls celery_init_app(app), tasks
-are `shared_task`s, and `workers/make_celery.py` is the worker's entry point. This module must
-stay importable by the API without pulling in training code: it never imports `pipeline` or
-`workers.tasks`; the API publishes the retrain task by name.
+The API builds its own Celery client from its config (app.extensions.celery_init_app); both
+share the task names and broker options of core.tasks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import replace
+import sys
 from typing import Any
 
-from celery import Celery, Task
-from flask import Flask
+from celery import Celery
 
-from workers import config
-from workers.config import (
+from core.settings import PROJECT_ROOT
+from core.tasks import (
     MONITOR_CHECK_TASK,
     MONITOR_QUEUE,
     RETENTION_TASK,
-    RETRAIN_QUEUE,
-    RETRAIN_TASK,
-    WorkerSettings,
+    broker_options,
 )
+from workers.config import WorkerSettings
 
-# Publishing from an API request must give up fast (the client gets a 503 within 2 s), so the
-# API's connections use short socket timeouts and one quick retry. A worker can afford to wait
-# longer on a slow broker, but never forever.
-CLIENT_SOCKET_TIMEOUT = 0.5
-WORKER_SOCKET_TIMEOUT = 5.0
-CONNECT_TIMEOUT = 0.5
-PUBLISH_RETRY_POLICY = {
-    "max_retries": 1,
-    "interval_start": 0.1,
-    "interval_step": 0.2,
-    "interval_max": 0.3,
-}
+# A worker can afford to wait longer on a slow broker than an API request, but never forever.
+SOCKET_TIMEOUT = 5.0
+CONNECTION_TIMEOUT = 4.0
+TASK_MODULES = ["workers.tasks", "workers.monitor_tasks"]
 
 
-def celery_config(ws: WorkerSettings, client: bool = False) -> dict[str, Any]:
-    """Celery settings for the broker and backend at ws.redis_url (client=True: the API's)."""
-    socket_timeout = CLIENT_SOCKET_TIMEOUT if client else WORKER_SOCKET_TIMEOUT
+def celery_config(ws: WorkerSettings) -> dict[str, Any]:
+    """Celery settings of the workers and beat for the broker at ws.redis_url."""
+    options = broker_options(ws.redis_url, SOCKET_TIMEOUT, CONNECTION_TIMEOUT)
+    transport = options["broker_transport_options"]
     return {
-        "broker_url": ws.redis_url,
-        "result_backend": ws.redis_url,
-        "task_default_queue": RETRAIN_QUEUE,
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        "result_serializer": "json",
-        # The SQL job record is the source of truth; results in Redis would only expire.
-        "task_ignore_result": True,
-        "result_expires": 24 * 3600,
+        **options,
         # A message is acknowledged only after the task ran, and a worker process that dies
         # mid-task gives its message back instead of losing the job.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_time_limit": ws.time_limit,
         "task_soft_time_limit": ws.soft_time_limit,
+        "result_expires": 24 * 3600,
         # One retrain at a time per worker process: never hoard a second message.
         "worker_prefetch_multiplier": 1,
         # A broker blip must not cancel a half-done retrain; its job record stays the truth.
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        "broker_connection_retry_on_startup": True,
-        "broker_connection_timeout": CONNECT_TIMEOUT if client else 4.0,
         "broker_transport_options": {
+            **transport,
             # Redis redelivers an unacknowledged message only after this many seconds, so it
             # must exceed the time limit or a long retrain would be run twice at once.
             "visibility_timeout": ws.visibility_timeout,
             # Check for messages to restore every few seconds instead of every 100.
             "unacked_restore_interval": 5,
             "unacked_restore_throttle": 1,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": CONNECT_TIMEOUT,
-            "health_check_interval": 10,
         },
-        "redis_socket_timeout": socket_timeout,
-        "redis_socket_connect_timeout": CONNECT_TIMEOUT,
-        "redis_retry_on_timeout": False,
-        # Bounded retries for result writes too (the default retries 20 times).
-        "result_backend_transport_options": {"retry_policy": dict(PUBLISH_RETRY_POLICY)},
-        "task_publish_retry": True,
-        "task_publish_retry_policy": dict(PUBLISH_RETRY_POLICY),
         **monitor_config(ws),
     }
 
@@ -111,43 +81,18 @@ def monitor_config(ws: WorkerSettings) -> dict[str, Any]:
     }
 
 
-def make_celery(
-    ws: WorkerSettings | None = None, include: Iterable[str] = (), **overrides: Any
-) -> Celery:
-    """A Celery app configured from the environment (the worker's entry uses this)."""
-    ws = ws or config.load()
-    app = Celery("prediction-service", include=list(include))
-    app.config_from_object({**celery_config(ws), **overrides})
-    return app
+def create_celery_app() -> Celery:
+    """The worker's Celery app: metrics folder first, lifecycle handlers, then the tasks."""
+    # celery puts the current directory on sys.path only while it imports the entry module and
+    # removes it afterwards; the pool imports the training code later, so keep the project root
+    # (appended: a duplicate of a PYTHONPATH entry is harmless).
+    sys.path.append(str(PROJECT_ROOT))
+    from workers import metrics_server, runtime
 
+    # prometheus_client fixes its storage mode when first imported: choose the folder first.
+    metrics_server.use_own_folder(runtime.settings())
+    from workers import lifecycle  # noqa: F401  (connects the worker's start/stop handlers)
 
-def celery_init_app(app: Flask) -> Celery:
-    """Attach a Celery app to the Flask app (pallets/flask examples/celery style).
-
-    The broker comes from app.config["REDIS_URL"] when set, else REDIS_URL; app.config["CELERY"]
-    may override any Celery setting. Tasks run inside the Flask app context.
-    """
-
-    class FlaskTask(Task):
-        def __call__(self, *args: object, **kwargs: object) -> object:
-            with app.app_context():
-                return self.run(*args, **kwargs)
-
-    ws = config.load()
-    if app.config.get("REDIS_URL"):
-        ws = replace(ws, redis_url=app.config["REDIS_URL"])
-    celery_app = Celery(app.name, task_cls=FlaskTask)
-    overrides = app.config.get("CELERY", {})
-    celery_app.config_from_object({**celery_config(ws, client=True), **overrides})
-    celery_app.set_default()
-    app.extensions["celery"] = celery_app
+    celery_app = Celery("prediction-service", include=TASK_MODULES)
+    celery_app.config_from_object(celery_config(runtime.settings()))
     return celery_app
-
-
-def publish_retrain(celery_app: Celery, job_id: str) -> None:
-    """Publish the retrain message for a recorded job (task id = job id); raises when it fails."""
-    # ignore_result: otherwise send_task subscribes to the result channel, one more Redis round
-    # trip that can fail, for a result nobody reads (clients poll the job record).
-    celery_app.send_task(
-        RETRAIN_TASK, args=[job_id], task_id=job_id, queue=RETRAIN_QUEUE, ignore_result=True
-    )

@@ -10,15 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from functools import partial
 from typing import Any
 
 from celery import Celery
 from celery.signals import beat_init, worker_init, worker_ready, worker_shutdown
 
+from core import broker
 from core.specs import MODEL_SPECS
-from workers import broker, config, metrics_server, monitor, retrain_metrics, runtime
-from workers.celery_app import publish_retrain
-from workers.config import MONITOR_QUEUE, RETRAIN_QUEUE, WorkerSettings
+from core.tasks import MONITOR_QUEUE, RETRAIN_QUEUE, publish_retrain
+from workers import metrics_server, monitor, retrain_metrics, runtime
+from workers.config import WorkerSettings
 from workers.reconcile import reconcile
 from workers.runtime import WorkerIdentity
 
@@ -42,8 +44,8 @@ class Sweeper:
                 runtime.job_engine(),
                 self.me,
                 self.ws,
-                publish=lambda job_id: publish_retrain(self.app, job_id),
-                pending=lambda: broker.pending_task_ids(self.ws.redis_url),
+                publish=partial(publish_retrain, self.app),
+                pending=partial(broker.pending_task_ids, self.ws.redis_url),
             )
         except Exception:
             log.exception("reconciling retrain jobs failed; trying again later")
@@ -80,7 +82,7 @@ def consumed_queues(app: Celery) -> set[str]:
 @worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     global _sweeper
-    ws = config.load()
+    ws = runtime.settings()
     metrics_server.start(ws.metrics_port)
     queues = consumed_queues(sender.app)
     me = runtime.identity(sender.hostname)

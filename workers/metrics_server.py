@@ -3,8 +3,8 @@
 Retrain metrics are counted in pool processes (and, for hard time limits, in the main process),
 so prometheus_client runs in multiprocess mode over a folder of this worker's own: never the
 API's PROMETHEUS_MULTIPROC_DIR, which gunicorn wipes and sums separately. The folder must be
-chosen before prometheus_client is first imported, which is why the worker's entry module calls
-use_own_folder() before anything else.
+chosen before prometheus_client is first imported, which is why create_celery_app() calls
+use_own_folder() before it imports anything that counts.
 """
 
 from __future__ import annotations
@@ -15,21 +15,21 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from workers.config import WorkerSettings
+
 log = logging.getLogger(__name__)
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-FOLDER_ENV = "WORKER_PROMETHEUS_DIR"  # optional fixed folder; default: a fresh temp folder
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
 
 _created: Path | None = None
 _server = None
 
 
-def use_own_folder() -> Path:
+def use_own_folder(ws: WorkerSettings) -> Path:
     """Point prometheus_client (in this process and its children) at the worker's folder."""
     global _created
-    fixed = os.environ.get(FOLDER_ENV)
-    if fixed:
-        folder = Path(fixed)
+    if ws.metrics_dir is not None:
+        folder = ws.metrics_dir
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.db"):  # a new worker starts its counters from zero
             stale.unlink()

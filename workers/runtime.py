@@ -1,4 +1,4 @@
-"""Per-process runtime state of a worker: who it is, when it booted, its database engine."""
+"""Per-process runtime state of a worker: its settings, who it is, when it booted, its engine."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
 from sqlalchemy.engine import Engine
 
 from core import jobs
 from core.db import make_engine
+from workers.config import WorkerSettings, load
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,12 @@ _booted_at: datetime | None = None
 _engine: Engine | None = None
 _engine_pid: int | None = None
 _lock = threading.Lock()
+
+
+@cache
+def settings() -> WorkerSettings:
+    """This worker's settings, read from the environment once per process."""
+    return load()
 
 
 def mark_booted() -> datetime:
@@ -50,7 +58,7 @@ def job_engine() -> Engine:
             if _engine is not None:
                 # Inherited from the parent: drop its pooled connections without closing them.
                 _engine.dispose(close=False)
-            _engine = make_engine()
+            _engine = make_engine(settings().database_url)
             _engine_pid = pid
             jobs.ensure_schema(_engine)
         return _engine

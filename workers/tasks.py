@@ -9,8 +9,8 @@ from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 
 from core import jobs
-from workers import config, retrain_metrics, runtime
-from workers.config import RETRAIN_TASK
+from core.tasks import RETRAIN_TASK
+from workers import retrain_metrics, runtime
 from workers.jobrunner import run_job, stop_leftover_run
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class RetrainTask(Task):
             # The killed pool process leaves its `dvc repro` behind, holding the workspace.
             stop_leftover_run(job_id)
             error = (
-                f"the retrain exceeded its hard time limit of {config.load().time_limit} s "
+                f"the retrain exceeded its hard time limit of {runtime.settings().time_limit} s "
                 "and its process was killed"
             )
         else:
@@ -52,4 +52,4 @@ class RetrainTask(Task):
 def retrain(self: Task, job_id: str) -> str:
     """Retrain the models of job job_id (recorded by POST /retrain) and record the outcome."""
     me = runtime.identity(self.request.hostname or "unknown")
-    return run_job(job_id, me, config.load(), runtime.job_engine())
+    return run_job(job_id, me, runtime.settings(), runtime.job_engine())

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app, request
+from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app import process_metrics
+from app.blueprint import Blueprint
+from app.metrics_api import service
 
 blp = Blueprint("metrics", __name__, url_prefix="/metrics", description="Prometheus metrics.")
 
@@ -20,21 +20,6 @@ _DOC = {
 }
 
 
-def _exposition() -> Response:
-    exporter = current_app.extensions["prometheus_metrics"]
-    # generate_metrics builds a MultiProcessCollector view when PROMETHEUS_MULTIPROC_DIR is set.
-    body, content_type = exporter.generate_metrics(request.headers.get("Accept"))
-    if isinstance(body, str):
-        body = body.encode()
-    if content_type.startswith("application/openmetrics-text"):
-        # OpenMetrics (what Prometheus asks for) must end with "# EOF": insert before it.
-        extra = process_metrics.exposition(openmetrics=True)
-        body = body.removesuffix(b"# EOF\n") + extra + b"# EOF\n"
-    else:
-        body = body + process_metrics.exposition()
-    return Response(body, status=200, headers={"Content-Type": content_type})
-
-
 @blp.route("")
 class Metrics(MethodView):
     """Scrape endpoint."""
@@ -42,7 +27,7 @@ class Metrics(MethodView):
     @blp.doc(**_DOC)
     def get(self) -> Response:
         """All metrics in the Prometheus text format."""
-        return _exposition()
+        return service.exposition()
 
 
 @blp.route("/prometheus")
@@ -52,4 +37,4 @@ class MetricsPrometheus(MethodView):
     @blp.doc(**_DOC)
     def get(self) -> Response:
         """Same as /metrics."""
-        return _exposition()
+        return service.exposition()

@@ -8,9 +8,10 @@ import marshmallow as ma
 from marshmallow.validate import Range
 
 from core.feedback import DEFAULT_WINDOW, MAX_WINDOW
+from core.monitor_reports import DRIFT_STATUSES as REPORTED_DRIFT_STATUSES
 
-# "pending" until the periodic monitor has written a first report for the model.
-DRIFT_STATUSES = ("pending", "ok", "drift", "insufficient_data", "no_reference")
+PENDING = "pending"  # until the periodic monitor has written a first report for the model
+DRIFT_STATUSES = (PENDING, *REPORTED_DRIFT_STATUSES)
 
 
 # ASCII digits only: str.isdigit() also accepts superscripts (int() then raises) and other

@@ -11,7 +11,7 @@ import sklearn
 
 from app.errors import ApiError
 from app.model_cache import ServedModel
-from core.metrics import observe_many
+from core.histogram_batch import observe_many
 
 _thread_state = threading.local()
 
@@ -42,7 +42,7 @@ def predict_rows(
     """Run the model on matrix.
 
     Returns one JSON-ready output per row (a float, or {"label", "probabilities"}) and the
-    same outputs laid out for the prediction log (see core.prediction_log).
+    same outputs laid out for the prediction log (see core.prediction_log.statements).
     """
     if not getattr(_thread_state, "configured", False):
         _configure_sklearn_for_thread()

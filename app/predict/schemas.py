@@ -1,18 +1,31 @@
-"""Marshmallow schemas of prediction payloads, generated from core.specs.
+"""Marshmallow schemas of the prediction payloads, generated from core.specs.
 
-They document the API (OpenAPI components and examples) and describe the single-record shape;
-request validation itself is column-wise in app/predict/validation.py for speed.
+The OpenAPI document describes a request as one of the model's record and batch schemas, and a
+response as one of its single and batch prediction schemas (register_components). Loading a
+request is the column-wise validator (app/predict/validation.py): a 10,000-row batch costs no
+per-row schema objects.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import Any, ClassVar
 
 import marshmallow as ma
 from apispec import APISpec
+from flask import current_app
 from marshmallow import validate
 
-from core.specs import MODEL_SPECS, ModelSpec
+from app.predict.validation import InputValidator, ParsedInput
+from core.specs import ALIAS_CHAMPION, HOUSING, IRIS, MODEL_SPECS, ModelSpec
+
+EXAMPLE_REQUEST_ID = "4f1c2a9e0b7d4c55"
+REQUEST_ID_HEADER = {
+    "X-Request-ID": {
+        "description": "the client's request id, or a generated one",
+        "schema": {"type": "string"},
+    }
+}
 
 
 class ModelRefSchema(ma.Schema):
@@ -21,7 +34,7 @@ class ModelRefSchema(ma.Schema):
     name = ma.fields.String(metadata={"example": "iris"})
     registered_name = ma.fields.String(metadata={"example": "IrisBestModel"})
     version = ma.fields.String(metadata={"example": "3"})
-    alias = ma.fields.String(metadata={"example": "champion"})
+    alias = ma.fields.String(metadata={"example": ALIAS_CHAMPION})
 
 
 class StrictFloat(ma.fields.Float):
@@ -33,10 +46,12 @@ class StrictFloat(ma.fields.Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-def _title(spec: ModelSpec) -> str:
+def title(spec: ModelSpec) -> str:
+    """The prefix of a model's schema names in the OpenAPI components (e.g. "Housing")."""
     return spec.name.capitalize()
 
 
+@cache
 def record_schema(spec: ModelSpec) -> type[ma.Schema]:
     """The one-record schema of spec: every feature a required, finite, bounded number."""
     fields = {
@@ -48,99 +63,143 @@ def record_schema(spec: ModelSpec) -> type[ma.Schema]:
         )
         for f in spec.features
     }
-    return ma.Schema.from_dict(fields, name=f"{_title(spec)}Record")
+    return ma.Schema.from_dict(fields, name=f"{title(spec)}Record")
 
 
-def _batch_schema(spec: ModelSpec, record: type[ma.Schema], max_rows: int) -> type[ma.Schema]:
-    return ma.Schema.from_dict(
-        {
-            "instances": ma.fields.List(
-                ma.fields.Nested(record),
-                required=True,
-                validate=validate.Length(min=1, max=max_rows),
-            )
-        },
-        name=f"{_title(spec)}Batch",
+def _batch_schema(spec: ModelSpec, max_rows: int) -> type[ma.Schema]:
+    instances = ma.fields.List(
+        ma.fields.Nested(record_schema(spec)),
+        required=True,
+        validate=validate.Length(min=1, max=max_rows),
     )
+    return ma.Schema.from_dict({"instances": instances}, name=f"{title(spec)}Batch")
+
+
+class PredictionRequestSchema(ma.Schema):
+    """Body of POST /predict/<model>: one record, or {"instances": [records]}.
+
+    load() is the model's column-wise validator and returns a ParsedInput (422 on errors); the
+    document describes the body as one of the record and batch schemas, so it has no fields.
+    """
+
+    spec: ClassVar[ModelSpec]
+
+    class Meta:
+        unknown = ma.EXCLUDE  # no additionalProperties: the oneOf says what is allowed
+
+    def load(self, data: Any, **kwargs: Any) -> ParsedInput:
+        """Validate a request body against the model's spec."""
+        return _validator(self.spec).parse(data, current_app.config["MAX_BATCH_ROWS"])
+
+
+class HousingRequestSchema(PredictionRequestSchema):
+    """Body of POST /predict/housing."""
+
+    spec = HOUSING
+
+
+class IrisRequestSchema(PredictionRequestSchema):
+    """Body of POST /predict/iris."""
+
+    spec = IRIS
+
+
+REQUEST_SCHEMAS: dict[str, type[PredictionRequestSchema]] = {
+    schema.spec.name: schema for schema in (HousingRequestSchema, IrisRequestSchema)
+}
+
+
+@cache
+def _validator(spec: ModelSpec) -> InputValidator:
+    return InputValidator(spec)
 
 
 def _response_schemas(spec: ModelSpec) -> dict[str, type[ma.Schema]]:
     common = {
         "model": ma.fields.Nested(ModelRefSchema),
-        "request_id": ma.fields.String(metadata={"example": "4f1c2a9e0b7d4c55"}),
+        "request_id": ma.fields.String(metadata={"example": EXAMPLE_REQUEST_ID}),
     }
     if spec.task == "regression":
         unit = ma.fields.String(metadata={"example": spec.unit})
-        return {
-            f"{_title(spec)}Prediction": ma.Schema.from_dict(
-                {"prediction": ma.fields.Float(), "unit": unit, **common}
-            ),
-            f"{_title(spec)}BatchPrediction": ma.Schema.from_dict(
-                {"predictions": ma.fields.List(ma.fields.Float()), "unit": unit, **common}
-            ),
-        }
-    probabilities = ma.fields.Dict(
-        keys=ma.fields.String(validate=validate.OneOf(spec.classes)),
-        values=ma.fields.Float(),
-        metadata={"description": "probability of each class"},
-    )
-    row = ma.Schema.from_dict(
-        {"label": ma.fields.String(), "probabilities": probabilities},
-        name=f"{_title(spec)}RowPrediction",
-    )
+        single: dict[str, Any] = {"prediction": ma.fields.Float(), "unit": unit}
+        batch: dict[str, Any] = {"predictions": ma.fields.List(ma.fields.Float()), "unit": unit}
+    else:
+        probabilities = ma.fields.Dict(
+            keys=ma.fields.String(validate=validate.OneOf(spec.classes)),
+            values=ma.fields.Float(),
+            metadata={"description": "probability of each class"},
+        )
+        row = ma.Schema.from_dict(
+            {"label": ma.fields.String(), "probabilities": probabilities},
+            name=f"{title(spec)}RowPrediction",
+        )
+        single = {"prediction": ma.fields.String(), "probabilities": probabilities}
+        batch = {"predictions": ma.fields.List(ma.fields.Nested(row))}
     return {
-        f"{_title(spec)}Prediction": ma.Schema.from_dict(
-            {"prediction": ma.fields.String(), "probabilities": probabilities, **common}
-        ),
-        f"{_title(spec)}BatchPrediction": ma.Schema.from_dict(
-            {"predictions": ma.fields.List(ma.fields.Nested(row)), **common}
-        ),
+        f"{title(spec)}Prediction": ma.Schema.from_dict({**single, **common}),
+        f"{title(spec)}BatchPrediction": ma.Schema.from_dict({**batch, **common}),
     }
+
+
+def _one_of(*names: str) -> dict[str, Any]:
+    return {"oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in names]}
 
 
 def register_components(spec: APISpec, max_rows: int) -> None:
     """Add every model's request and response schemas to the OpenAPI components."""
     spec.components.schema("ModelRef", schema=ModelRefSchema)
     for model_spec in MODEL_SPECS.values():
-        record = record_schema(model_spec)
-        spec.components.schema(f"{_title(model_spec)}Record", schema=record)
+        name = title(model_spec)
+        spec.components.schema(f"{name}Record", schema=record_schema(model_spec))
+        spec.components.schema(f"{name}Batch", schema=_batch_schema(model_spec, max_rows))
         spec.components.schema(
-            f"{_title(model_spec)}Batch", schema=_batch_schema(model_spec, record, max_rows)
+            f"{name}Request",
+            _one_of(f"{name}Record", f"{name}Batch"),
+            schema=REQUEST_SCHEMAS[model_spec.name],
         )
-        for name, schema in _response_schemas(model_spec).items():
-            spec.components.schema(name, schema=schema)
+        for component, schema in _response_schemas(model_spec).items():
+            spec.components.schema(component, schema=schema)
+        spec.components.schema(
+            response_component(model_spec),
+            _one_of(f"{name}Prediction", f"{name}BatchPrediction"),
+        )
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+def response_component(spec: ModelSpec) -> str:
+    """The name of the component documenting a model's 200 response."""
+    return f"{title(spec)}Response"
 
 
-def _example_response(spec: ModelSpec, batch: bool) -> dict[str, Any]:
+def request_examples(spec: ModelSpec) -> dict[str, Any]:
+    """Request examples of POST /predict/<model>: one record, and a batch of two."""
+    row = spec.example_row()
+    return {
+        "single": {"summary": "one record", "value": row},
+        "batch": {"summary": "a batch", "value": {"instances": [row, row]}},
+    }
+
+
+def response_examples(spec: ModelSpec) -> dict[str, Any]:
+    """200 response examples of POST /predict/<model>, matching request_examples()."""
     ref = {
         "name": spec.name,
         "registered_name": spec.registered_name,
         "version": "3",
-        "alias": "champion",
+        "alias": ALIAS_CHAMPION,
     }
+    common = {"model": ref, "request_id": EXAMPLE_REQUEST_ID}
     if spec.task == "regression":
-        key, values = ("predictions", [4.41, 3.12]) if batch else ("prediction", 4.41)
-        return {key: values, "unit": spec.unit, "model": ref, "request_id": "4f1c2a9e0b7d4c55"}
-    probabilities = {spec.classes[0]: 0.98, spec.classes[1]: 0.02, spec.classes[2]: 0.0}
-    if batch:
-        rows = [{"label": spec.classes[0], "probabilities": probabilities}] * 2
-        return {"predictions": rows, "model": ref, "request_id": "4f1c2a9e0b7d4c55"}
-    return {
-        "prediction": spec.classes[0],
-        "probabilities": probabilities,
-        "model": ref,
-        "request_id": "4f1c2a9e0b7d4c55",
-    }
+        single = {"prediction": 4.41, "unit": spec.unit}
+        batch = {"predictions": [4.41, 3.12], "unit": spec.unit}
+    else:
+        probabilities = {spec.classes[0]: 0.98, spec.classes[1]: 0.02, spec.classes[2]: 0.0}
+        single = {"prediction": spec.classes[0], "probabilities": probabilities}
+        batch = {"predictions": [{"label": spec.classes[0], "probabilities": probabilities}] * 2}
+    return {"single": {"value": {**single, **common}}, "batch": {"value": {**batch, **common}}}
 
 
-def operation_doc(spec: ModelSpec) -> dict[str, Any]:
-    """requestBody and 200 response documentation (with examples) of POST /predict/<model>."""
-    title = _title(spec)
-    row = spec.example_row()
+def operation_text(spec: ModelSpec) -> dict[str, str]:
+    """Summary and description of POST /predict/<model>."""
     return {
         "summary": f"Predict with the {spec.name} champion ({spec.registered_name}@champion)",
         "description": (
@@ -150,38 +209,4 @@ def operation_doc(spec: ModelSpec) -> dict[str, Any]:
             "field (and, in a batch, the row index). The response names the model version "
             "that computed it."
         ),
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"oneOf": [_ref(f"{title}Record"), _ref(f"{title}Batch")]},
-                    "examples": {
-                        "single": {"summary": "one record", "value": row},
-                        "batch": {"summary": "a batch", "value": {"instances": [row, row]}},
-                    },
-                }
-            },
-        },
-        "responses": {
-            200: {
-                "description": "Predictions and the model version that computed them.",
-                "headers": {
-                    "X-Request-ID": {
-                        "description": "the client's request id, or a generated one",
-                        "schema": {"type": "string"},
-                    }
-                },
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "oneOf": [_ref(f"{title}Prediction"), _ref(f"{title}BatchPrediction")]
-                        },
-                        "examples": {
-                            "single": {"value": _example_response(spec, batch=False)},
-                            "batch": {"value": _example_response(spec, batch=True)},
-                        },
-                    }
-                },
-            }
-        },
     }

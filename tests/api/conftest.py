@@ -15,8 +15,7 @@ import requests
 from flask import Flask
 
 from app import create_app
-from app.config import TestConfig
-from app.services import get_services
+from app.runtime import get_runtime
 from tests import procs
 from tests.conftest import TrainedRegistry
 
@@ -25,24 +24,27 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 
-def config_with(**overrides: Any) -> type[TestConfig]:
-    """A TestConfig subclass with some settings replaced."""
+# In-process apps: a known admin token, fast refresh and flushes, the runtime started by the test.
+TEST_CONFIG: dict[str, Any] = {
+    "TESTING": True,
+    "API_ADMIN_TOKEN": ADMIN_TOKEN,
+    "MODEL_REFRESH_SECONDS": 1.0,
+    "PREDICTION_LOG_FLUSH_SECONDS": 0.2,
+    "START_SERVICES_ON_FIRST_REQUEST": False,
+}
 
-    class _Config(TestConfig):
-        def __init__(self) -> None:
-            super().__init__()
-            for key, value in overrides.items():
-                setattr(self, key, value)
 
-    return _Config
+def config_with(**overrides: Any) -> dict[str, Any]:
+    """TEST_CONFIG with some settings replaced (create_app applies it over the environment)."""
+    return {**TEST_CONFIG, **overrides}
 
 
 def start_app(**overrides: Any) -> Flask:
-    """create_app(TestConfig + overrides) with its services started and every model warmed."""
+    """create_app(TEST_CONFIG + overrides) with its runtime started and every model warmed."""
     app = create_app(config_with(**overrides))
-    services = get_services(app)
-    services.start()
-    assert services.cache.wait_ready(60), services.cache.status()
+    runtime = get_runtime(app)
+    runtime.start()
+    assert runtime.cache.wait_ready(60), runtime.cache.status()
     return app
 
 
@@ -54,7 +56,7 @@ def api_app(trained_registry: TrainedRegistry, tmp_path_factory) -> Iterator[Fla
         MLFLOW_TRACKING_URI=trained_registry.tracking_uri, DATABASE_URL=f"sqlite:///{db}"
     )
     yield app
-    get_services(app).stop()
+    get_runtime(app).stop()
 
 
 @pytest.fixture
@@ -71,7 +73,7 @@ def app_on_copy(registry_copy: TrainedRegistry, tmp_path: Path) -> Iterator[Flas
         DATABASE_URL=f"sqlite:///{tmp_path / 'app.db'}",
     )
     yield app
-    get_services(app).stop()
+    get_runtime(app).stop()
 
 
 @dataclass

@@ -6,7 +6,7 @@ import mlflow
 import pytest
 
 from app import create_app
-from app.services import get_services
+from app.runtime import get_runtime
 from core import registry
 from core.specs import IRIS
 from tests.api.conftest import ADMIN, config_with, example
@@ -66,7 +66,7 @@ def test_promote_and_rollback(app_on_copy):
     assert body["champion"]["version"] == new and "champion" in body["champion"]["aliases"]
     assert registry.champion(IRIS.registered_name).version == new
     # promote pokes this worker's refresher: it serves the new version promptly.
-    cache = get_services(app_on_copy).cache
+    cache = get_runtime(app_on_copy).cache
     assert _wait_for(lambda: cache.get("iris").version == new)
     assert client.post("/predict/iris", json=example("iris")).get_json()["model"]["version"] == new
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.services import get_services
+from app.runtime import get_runtime
 from tests.api.conftest import example
 
 H = example("housing")
@@ -191,12 +191,12 @@ def test_batch_errors_are_capped(client):
 
 
 def test_unexpected_error_is_a_bare_500(api_app, monkeypatch):
-    from app.predict import routes
+    from app.predict import service
 
     def explode(*_args, **_kwargs):
         raise RuntimeError("secret /etc/path detail")
 
-    monkeypatch.setattr(routes, "predict_rows", explode)
+    monkeypatch.setattr(service, "predict_rows", explode)
     response = api_app.test_client().post("/predict/iris", json=I)
     text = response.get_data(as_text=True)
     assert response.status_code == 500
@@ -210,7 +210,7 @@ def test_inputs_that_overflow_the_model_are_422_not_null(api_app, client, monkey
             with np.errstate(over="ignore"):  # what a linear model does with huge inputs
                 return x[:, 0] * 1e308 * 10
 
-    cache = get_services(api_app).cache
+    cache = get_runtime(api_app).cache
     served = cache.get("housing")
     monkeypatch.setitem(cache._served, "housing", replace(served, model=Overflowing()))
     rows = {"instances": [{**H, "MedInc": 1.0}, {**H, "MedInc": 0.0}]}

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import inspect, select
 
 from app import create_app
-from app.services import get_services
+from app.runtime import get_runtime
 from core.feedback import prediction_feedback
 from tests.api.conftest import ADMIN, config_with, example, start_app
 
@@ -34,12 +34,12 @@ def _stored(app: Flask) -> list[tuple]:
     """Every stored label, in insertion order (the table exists after the first feedback)."""
     table = prediction_feedback.c
     query = select(table.id, table.request_id, table.row_index, table.version, table.actual)
-    with get_services(app).engine.connect() as conn:
+    with get_runtime(app).engine.connect() as conn:
         return [tuple(row) for row in conn.execute(query.order_by(table.id))]
 
 
 def _has_table(app: Flask) -> bool:
-    return inspect(get_services(app).engine).has_table("prediction_feedback")
+    return inspect(get_runtime(app).engine).has_table("prediction_feedback")
 
 
 def _feedback_count(client: FlaskClient, model: str, outcome: str) -> float:
@@ -314,12 +314,12 @@ def slow_flush_app(trained_registry, tmp_path_factory) -> Iterator[Flask]:
         PREDICTION_LOG_FLUSH_SECONDS=600.0,
     )
     yield app
-    get_services(app).stop()
+    get_runtime(app).stop()
 
 
 def test_feedback_right_after_a_prediction_finds_the_buffered_row(slow_flush_app):
     client = slow_flush_app.test_client()
-    writer = get_services(slow_flush_app).prediction_log
+    writer = get_runtime(slow_flush_app).prediction_log
     for _ in range(3):
         predicted = _predict(client, "iris", {"instances": [example("iris"), VIRGINICA]})
         assert writer.pending_rows >= 2  # still in this worker's buffer, not in the database

@@ -1,11 +1,11 @@
-"""core.metrics helpers."""
+"""core.histogram_batch: a batch observed at once equals every value observed."""
 
 from __future__ import annotations
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
-from core.metrics import observe_many
+from core.histogram_batch import INTERNALS, observe_many, supported
 
 
 def _samples(registry: CollectorRegistry) -> dict:
@@ -23,6 +23,8 @@ def test_observe_many_equals_observing_each_value():
     one, many = CollectorRegistry(), CollectorRegistry()
     h_one = Histogram("h", "h", ["m"], buckets=buckets, registry=one)
     h_many = Histogram("h", "h", ["m"], buckets=buckets, registry=many)
+    # Fails loudly when a prometheus_client upgrade drops the internals the fast path writes.
+    assert supported(h_many.labels("x")), f"prometheus_client lacks {INTERNALS}"
     for v in values[~np.isnan(values)]:
         h_one.labels("x").observe(float(v))
     observe_many(h_many.labels("x"), values)

@@ -10,7 +10,7 @@ import schemathesis
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 
-from app.services import get_services
+from app.runtime import get_runtime
 from core import monitor_reports
 from core.feedback import MAX_WINDOW
 from tests.api.conftest import ADMIN, example
@@ -165,7 +165,7 @@ def test_drift_is_pending_until_a_report_then_the_newest(api_app, client):
         "features": {},
     }
 
-    engine = get_services(api_app).engine
+    engine = get_runtime(api_app).engine
     monitor_reports.save(engine, monitor_reports.DRIFT, "housing", {**DRIFT_REPORT, "status": "ok"})
     created = monitor_reports.save(engine, monitor_reports.DRIFT, "housing", DRIFT_REPORT)
     body = client.get("/models/housing/drift").get_json()  # public: no token

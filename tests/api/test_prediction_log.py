@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine, make_url
 
-from app.services import get_services
+from app.runtime import get_runtime
 from core.db import make_engine
 from core.prediction_log import PredictionLogWriter, prediction_log, recent
 from core.specs import HOUSING, IRIS, MODEL_SPECS
@@ -62,9 +62,9 @@ def test_sqlite_writer_round_trip(tmp_path):
 
 
 def test_generic_fallback_writes_the_same_rows(tmp_path, monkeypatch):
-    from core import prediction_log as module
+    from core.prediction_log import statements
 
-    monkeypatch.setattr(module._Statements, "for_dialect", lambda self, name: None)
+    monkeypatch.setattr(statements.Statements, "for_dialect", lambda self, name: None)
     _exercise(make_engine(f"sqlite:///{tmp_path / 'log.db'}"))
 
 
@@ -133,7 +133,7 @@ def test_predictions_endpoint_returns_logged_rows(api_app, client):
     body = {"instances": [example("iris"), example("iris")]}
     client.post("/predict/iris", json=body, headers={"X-Request-ID": request_id})
     client.post("/predict/housing", json=example("housing"))
-    get_services(api_app).prediction_log.flush()
+    get_runtime(api_app).prediction_log.flush()
 
     listed = client.get("/predictions?model=iris&limit=5", headers=ADMIN)
     assert listed.status_code == 200

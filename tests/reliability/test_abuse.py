@@ -40,7 +40,7 @@ from werkzeug.test import TestResponse
 
 from app import auth, create_app
 from app.request_log import JsonFormatter
-from app.services import get_services
+from app.runtime import get_runtime
 from core import jobs, registry
 from core.settings import PROJECT_ROOT
 from core.specs import MODEL_SPECS
@@ -108,13 +108,13 @@ def target(private_state: Path, trained_registry: TrainedRegistry) -> Iterator[T
         REDIS_URL=dead_redis_url(),
         MAX_CONTENT_LENGTH=LIMIT,
     )
-    services = get_services(app)
-    jobs.ensure_schema(services.engine)  # every table exists, so counts compare like with like
+    runtime = get_runtime(app)
+    jobs.ensure_schema(runtime.engine)  # every table exists, so counts compare like with like
     logged = app.test_client().post("/predict/iris", json=IRIS)
     assert logged.status_code == 200, logged.get_json()
-    services.prediction_log.flush()
+    runtime.prediction_log.flush()
     yield Target(app, tracking_uri, logged.get_json()["request_id"])
-    services.stop()
+    runtime.stop()
     registry.configure(trained_registry.tracking_uri)
 
 
@@ -126,9 +126,9 @@ def client(target: Target) -> FlaskClient:
 
 def snapshot(target: Target) -> dict[str, Any]:
     """Row counts of every app table, and every registry version with its aliases."""
-    services = get_services(target.app)
-    services.prediction_log.flush()  # rows buffered by this worker are counted too
-    engine = services.engine
+    runtime = get_runtime(target.app)
+    runtime.prediction_log.flush()  # rows buffered by this worker are counted too
+    engine = runtime.engine
     with engine.connect() as conn:
         tables = {
             name: conn.execute(text(f'SELECT COUNT(*) FROM "{name}"')).scalar_one()

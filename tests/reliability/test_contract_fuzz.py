@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app.services import get_services
+from app.runtime import get_runtime
 from core.specs import MODEL_SPECS
 from tests.api.conftest import ADMIN_TOKEN, start_app
 from tests.conftest import TrainedRegistry
@@ -78,7 +78,7 @@ def fuzz_app(
         PREDICTION_LOG_FLUSH_SECONDS=0.02,  # shortest feedback wait for unknown request ids
     )
     yield app
-    get_services(app).stop()
+    get_runtime(app).stop()
 
 
 def strict_document(app: Flask) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from mlflow import MlflowClient
 from sqlalchemy import create_engine, text
 
 from core import jobs, registry
+from core.broker import pending_task_ids
 from core.specs import ALIAS_CHAMPION, IRIS, MODEL_SPECS
 from tests import procs
 from tests.api.conftest import ADMIN, Gunicorn, GunicornLauncher
@@ -41,7 +42,6 @@ from tests.reliability.faults_support import (
     metric_sample,
 )
 from tests.workers.conftest import RedisServer, WorkerProcess, private_state
-from workers.broker import pending_task_ids
 
 pytestmark = pytest.mark.slow
 

@@ -22,14 +22,15 @@ NODE = "retrain@test"
 
 @pytest.fixture
 def ws(tmp_path):
-    return dataclasses.replace(
-        config.load(),
-        workspace=tmp_path,
-        max_attempts=2,
-        heartbeat_seconds=0.05,
-        stale_seconds=30,
-        lost_after_seconds=0,
-        busy_wait_seconds=5,
+    return config.load().model_copy(
+        update={
+            "workspace": tmp_path,
+            "max_attempts": 2,
+            "heartbeat_seconds": 0.05,
+            "stale_seconds": 30,
+            "lost_after_seconds": 0,
+            "busy_wait_seconds": 5,
+        }
     )
 
 
@@ -116,7 +117,7 @@ def test_busy_workspace_for_too_long_fails_clearly(sqlite_engine, ws, me, monkey
     def runner(**kwargs):
         raise PipelineError("ERROR: 'x' is busy, it is being blocked by: (PID 1)")
 
-    ws = dataclasses.replace(ws, busy_wait_seconds=0.05)
+    ws = ws.model_copy(update={"busy_wait_seconds": 0.05})
     assert jobrunner.run_job(job.job_id, me, ws, sqlite_engine, runner) == jobs.FAILED
     error = jobs.get(sqlite_engine, job.job_id).error
     assert "stayed locked by another pipeline run" in error and "is busy" not in error

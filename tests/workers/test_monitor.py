@@ -6,7 +6,6 @@ Publishing is the one seam replaced (a list collects the job ids); everything el
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import uuid
 from datetime import timedelta
@@ -26,6 +25,7 @@ from core.feedback import Label, prediction_feedback
 from core.monitor_reports import monitor_reports as reports_table
 from core.prediction_log import PredictionLogWriter
 from core.specs import ALIAS_CHAMPION, HOUSING, IRIS, MODEL_SPECS, ModelSpec
+from core.tasks import MONITOR_CHECK_TASK, RETENTION_TASK, RETRAIN_TASK
 from tests.conftest import TrainedRegistry
 from workers import celery_app, config, monitor
 from workers.config import WorkerSettings
@@ -123,7 +123,7 @@ def reference(trained_registry: TrainedRegistry) -> dict[str, Any]:
 def ws(registry_copy: TrainedRegistry, tmp_path: Path) -> WorkerSettings:
     """Worker settings reading the test monitor params, on the private registry copy."""
     workspace = write_params(registry_copy, tmp_path / "workspace", MONITOR_PARAMS)
-    return dataclasses.replace(config.load(), workspace=workspace)
+    return config.load().model_copy(update={"workspace": workspace})
 
 
 @pytest.fixture
@@ -362,9 +362,9 @@ def test_retention_deletes_only_old_rows_in_bounded_batches_and_keeps_feedback(s
     labels = [Label("r0", 0, "setosa"), Label("r1", 0, "versicolor")]
     assert feedback.record(sqlite_engine, labels, MODEL_SPECS).stored
     pruned_before = sample("prediction_log_pruned_rows_total", {}) or 0.0
-    ws = dataclasses.replace(config.load(), retention_days=30, retention_batch_rows=5)
+    ws = config.load().model_copy(update={"retention_days": 30, "retention_batch_rows": 5})
 
-    result = monitor.retention(sqlite_engine, ws, now=now)
+    result = monitor.retention.run(sqlite_engine, ws, now=now)
 
     assert result["deleted"] == 12 and result["batches"] == 3  # 5 + 5 + 2
     assert result["cutoff"] == (now - timedelta(days=30)).isoformat()
@@ -383,10 +383,10 @@ def test_retention_deletes_only_old_rows_in_bounded_batches_and_keeps_feedback(s
     assert labelled == 2
     assert feedback.quality(sqlite_engine, IRIS, "1")["labelled"] == 2
 
-    again = monitor.retention(sqlite_engine, ws, now=now)
+    again = monitor.retention.run(sqlite_engine, ws, now=now)
     assert (again["deleted"], again["batches"]) == (0, 0)
     # 0 days keeps everything instead of deleting it all.
-    kept = monitor.retention(sqlite_engine, dataclasses.replace(ws, retention_days=0))
+    kept = monitor.retention.run(sqlite_engine, ws.model_copy(update={"retention_days": 0}))
     assert kept["deleted"] == 0
     with sqlite_engine.connect() as conn:
         assert (
@@ -402,11 +402,11 @@ def test_monitor_tasks_have_their_queue_limits_and_schedule(monkeypatch):
     monkeypatch.setenv("MONITOR_TIME_LIMIT", "200")
     settings = celery_app.monitor_config(config.load())
     schedule = settings["beat_schedule"]
-    assert schedule[config.MONITOR_CHECK_TASK]["schedule"] == 120
-    assert schedule[config.MONITOR_CHECK_TASK]["options"] == {"expires": 120}
-    assert schedule[config.RETENTION_TASK]["schedule"] == 900
-    assert schedule[config.RETENTION_TASK]["options"] == {"expires": 900}
-    for name in (config.MONITOR_CHECK_TASK, config.RETENTION_TASK):
+    assert schedule[MONITOR_CHECK_TASK]["schedule"] == 120
+    assert schedule[MONITOR_CHECK_TASK]["options"] == {"expires": 120}
+    assert schedule[RETENTION_TASK]["schedule"] == 900
+    assert schedule[RETENTION_TASK]["options"] == {"expires": 900}
+    for name in (MONITOR_CHECK_TASK, RETENTION_TASK):
         assert settings["task_routes"][name] == {"queue": "monitoring"}
         assert settings["task_annotations"][name] == {"time_limit": 200, "soft_time_limit": 170}
-    assert config.RETRAIN_TASK not in settings["task_routes"]  # stays on the retrain queue
+    assert RETRAIN_TASK not in settings["task_routes"]  # stays on the retrain queue

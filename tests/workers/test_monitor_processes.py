@@ -12,7 +12,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import drift, jobs, monitor_reports, registry
+from core import broker, drift, jobs, monitor_reports, registry
 from core.db import make_engine
 from core.specs import HOUSING
 from tests import procs
@@ -24,7 +24,6 @@ from tests.workers.test_monitor import (
     training_rows,
     write_params,
 )
-from workers import broker
 
 pytestmark = pytest.mark.slow
 

@@ -21,6 +21,7 @@ from flask.testing import FlaskClient
 
 from core import jobs, registry
 from core.specs import ALIAS_PREVIOUS, HOUSING, IRIS
+from tests.api.conftest import TEST_CONFIG
 from tests.workers.conftest import RedisServer, WorkerProcess, free_port, private_state, wait_for
 
 pytestmark = pytest.mark.slow
@@ -53,8 +54,7 @@ def set_housing_params(workspace: Path, candidates: dict, validate: dict | None 
 @pytest.fixture(scope="module")
 def stack(trained_registry, tmp_path_factory) -> Iterator[Stack]:
     from app import create_app
-    from app.config import TestConfig
-    from app.services import get_services
+    from app.runtime import get_runtime
 
     root = tmp_path_factory.mktemp("retrain-e2e")
     env = private_state(trained_registry, root)
@@ -83,12 +83,12 @@ def stack(trained_registry, tmp_path_factory) -> Iterator[Stack]:
         with pytest.MonkeyPatch.context() as mp:
             for key, value in env.items():
                 mp.setenv(key, value)
-            app = create_app(TestConfig)
-            get_services(app).start()
+            app = create_app(TEST_CONFIG)
+            get_runtime(app).start()
             try:
                 yield Stack(app, app.test_client(), worker, redis, workspace, metrics_port)
             finally:
-                get_services(app).stop()
+                get_runtime(app).stop()
     finally:
         worker.close()
         redis.close()
@@ -230,11 +230,10 @@ def test_redis_outage_fails_fast_then_retraining_works_again(stack):
 
 def test_job_records_survive_an_api_restart(stack):
     from app import create_app
-    from app.config import TestConfig
 
     before = stack.client.get("/jobs?limit=200").get_json()["jobs"]
     assert len(before) >= 5
-    fresh = create_app(TestConfig).test_client()  # not started: reads only the database
+    fresh = create_app(TEST_CONFIG).test_client()  # not started: reads only the database
     after = fresh.get("/jobs?limit=200").get_json()["jobs"]
     assert [(j["job_id"], j["state"]) for j in after] == [(j["job_id"], j["state"]) for j in before]
     assert fresh.get(f"/jobs/{before[-1]['job_id']}").get_json() == before[-1]

@@ -1,18 +1,11 @@
-"""The prediction log: one database row per predicted row, written off the request path.
+"""The prediction log writer: requests record into a memory buffer, a thread writes it out.
 
 Requests call PredictionLogWriter.record() with the numpy arrays they already hold (validated
 inputs, model outputs); it only appends a reference to an in-memory buffer, so a 10,000-row
 batch costs the request O(1) and the buffer holds compact arrays, not per-row Python objects.
 A background thread flushes every few seconds (or sooner when the buffer grows) and a final
-flush runs on graceful shutdown. A flush serialises each model's pending requests into ONE JSON
-document (orjson, numpy-native) and lets the database explode it into rows (SQLite json_each,
-PostgreSQL jsonb_array_elements), so per-row work happens in C inside the database.
-
-Row layout of the outputs passed to record() (one array, or a tuple of column blocks that the
-writer thread joins), per model task:
-  regression      (n,) or (n, 1): [prediction]
-  classification  (n, k + 1): [p(class_0) .. p(class_k-1), label index], classes in the spec's
-                  order; probabilities are NaN when the model has no predict_proba.
+flush runs on graceful shutdown. Outputs passed to record() are one array, or a tuple of column
+blocks that the writer thread joins (layout in core.prediction_log.statements).
 """
 
 from __future__ import annotations
@@ -24,179 +17,20 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Float,
-    Index,
-    Integer,
-    String,
-    Table,
-    TextClause,
-    select,
-    text,
-)
 from sqlalchemy.engine import Engine
 
 from core import db
 from core.metrics import PREDICTION_LOG_ROWS
+from core.prediction_log.statements import Statements
+from core.prediction_log.table import prediction_log
 from core.specs import ModelSpec
 
 log = logging.getLogger(__name__)
-
-
-prediction_log = Table(
-    "prediction_log",
-    db.metadata,
-    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
-    Column("request_id", String(128), nullable=False),
-    Column("model", String(64), nullable=False),
-    Column("version", String(32), nullable=False),
-    Column("row_index", Integer, nullable=False),
-    Column("inputs", db.JSON_TYPE, nullable=False),
-    Column("output", db.JSON_TYPE, nullable=False),
-    Column("latency_ms", Float, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    # Serves GET /predictions and the drift window (newest first, per model).
-    Index(None, "model", "id"),
-    # Serves POST /feedback, which looks rows up by (request id, row); costs ~10-15% of the
-    # write rate (bench/bench_monitor.py).
-    Index(None, "request_id", "row_index"),
-)
-
-
-def _lit(value: str) -> str:
-    """A SQL string literal (names come from core.specs; quoted anyway)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _case(selector: str, branches: dict[str, str]) -> str:
-    whens = " ".join(f"WHEN {_lit(model)} THEN {expr}" for model, expr in branches.items())
-    return f"CASE {selector} {whens} END"
-
-
-class _Statements:
-    """The INSERT ... SELECT that explodes a flush's JSON document into rows, per dialect.
-
-    One statement covers every model (a CASE on the row's model picks its expressions), so rows
-    are inserted in the order the requests were answered.
-    """
-
-    def __init__(self, specs: Iterable[ModelSpec]) -> None:
-        self.specs = {spec.name: spec for spec in specs}
-        self.sqlite = text(self._sqlite())
-        self.postgresql = text(self._postgresql())
-
-    @staticmethod
-    def _output(spec: ModelSpec, col: str, obj: str, arrow_text: str, has_proba: str) -> str:
-        nf = len(spec.features)
-        if spec.task == "regression":
-            return col.format(nf)
-        k = len(spec.classes)
-        whens = " ".join(f"WHEN {i} THEN {_lit(c)}" for i, c in enumerate(spec.classes))
-        label = f"CASE CAST(CAST({arrow_text.format(nf + k)} AS REAL) AS INTEGER) {whens} END"
-        probs = ", ".join(f"{_lit(c)}, {col.format(nf + i)}" for i, c in enumerate(spec.classes))
-        return (
-            f"{obj}('label', {label}, 'probabilities', "
-            f"CASE WHEN {has_proba} THEN {obj}({probs}) END)"
-        )
-
-    @staticmethod
-    def _inputs(spec: ModelSpec, col: str, obj: str) -> str:
-        pairs = ", ".join(f"{_lit(n)}, {col.format(j)}" for j, n in enumerate(spec.feature_names))
-        return f"{obj}({pairs})"
-
-    def _columns(self, model: str, col: str, obj: str, txt: str, has_proba: str) -> str:
-        inputs = {m: self._inputs(s, col, obj) for m, s in self.specs.items()}
-        outputs = {m: self._output(s, col, obj, txt, has_proba) for m, s in self.specs.items()}
-        return f"{_case(model, inputs)}, {_case(model, outputs)}"
-
-    def _sqlite(self) -> str:
-        columns = self._columns(
-            "req.model",
-            "item.value -> {}",
-            "json_object",
-            "item.value ->> {}",
-            "req.has_proba",
-        )
-        # The CTE reads each request's fields once; reading them per row would re-parse the
-        # whole request for every row (quadratic in the batch size).
-        return (
-            "WITH req AS MATERIALIZED ("
-            " SELECT key AS k, value ->> 0 AS request_id, value ->> 1 AS model,"
-            " value ->> 2 AS version, value ->> 3 AS latency_ms, value ->> 4 AS ts,"
-            " value ->> 5 AS has_proba, value -> 6 AS rows"
-            " FROM json_each(:doc))"
-            " INSERT INTO prediction_log"
-            " (request_id, model, version, row_index, inputs, output, latency_ms, created_at)"
-            f" SELECT req.request_id, req.model, req.version, item.key, {columns},"
-            # Epoch seconds -> the text form SQLAlchemy's SQLite DateTime reads, to the µs.
-            " req.latency_ms, strftime('%Y-%m-%d %H:%M:%S', req.ts, 'unixepoch')"
-            " || printf('.%06d', CAST((req.ts - CAST(req.ts AS INTEGER)) * 1000000 AS INTEGER))"
-            " FROM req, json_each(req.rows) AS item"
-            " ORDER BY req.k, item.key"
-        )
-
-    def _postgresql(self) -> str:
-        columns = self._columns(
-            "r.req ->> 1",
-            "i.elem -> {}",
-            "jsonb_build_object",
-            "i.elem ->> {}",
-            "(r.req ->> 5)::boolean",
-        )
-        return (
-            "INSERT INTO prediction_log"
-            " (request_id, model, version, row_index, inputs, output, latency_ms, created_at)"
-            f" SELECT r.req ->> 0, r.req ->> 1, r.req ->> 2, (i.ord - 1)::int, {columns},"
-            " (r.req ->> 3)::float8, to_timestamp((r.req ->> 4)::float8)"
-            " FROM jsonb_array_elements(CAST(:doc AS jsonb)) WITH ORDINALITY AS r(req, rord),"
-            " jsonb_array_elements(r.req -> 6) WITH ORDINALITY AS i(elem, ord)"
-            " ORDER BY r.rord, i.ord"
-        )
-
-    def for_dialect(self, name: str) -> TextClause | None:
-        """The statement of dialect name, or None (generic row-by-row fallback)."""
-        return {"sqlite": self.sqlite, "postgresql": self.postgresql}.get(name)
-
-    def row_dicts(self, item: _Pending) -> list[dict[str, Any]]:
-        """Plain rows for databases without a JSON-exploding statement (slow, portable)."""
-        spec = self.specs[item.model]
-        names, classes = spec.feature_names, spec.classes
-        nf, created = len(names), datetime.fromtimestamp(item.created, UTC)
-        rows = []
-        for i, row in enumerate(item.matrix().tolist()):
-            if spec.task == "regression":
-                output: Any = row[nf]
-            else:
-                probs = row[nf : nf + len(classes)]
-                output = {
-                    "label": classes[int(row[-1])],
-                    "probabilities": None
-                    if np.isnan(probs[0])
-                    else dict(zip(classes, probs, strict=True)),
-                }
-            rows.append(
-                {
-                    "request_id": item.request_id,
-                    "model": item.model,
-                    "version": item.version,
-                    "row_index": i,
-                    "inputs": dict(zip(names, row[:nf], strict=True)),
-                    "output": output,
-                    "latency_ms": item.latency_ms,
-                    "created_at": created,
-                }
-            )
-        return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +71,7 @@ class PredictionLogWriter:
         block_seconds: float = 5.0,
     ) -> None:
         self.engine = engine
-        self._statements = _Statements(specs)
+        self._statements = Statements(specs)
         self._lock_path = _sqlite_lock_path(engine)
         self.flush_seconds = flush_seconds
         self.flush_rows = flush_rows
@@ -415,7 +249,7 @@ class PredictionLogWriter:
         chunks = list(_chunks(batch, self.max_rows_per_statement))
         # Serialise before taking any lock: only the database work happens while holding it.
         if statement is not None:
-            params = [{"doc": _document(chunk)} for chunk in chunks]
+            params = [{"doc": document(chunk)} for chunk in chunks]
         else:
             rows = [
                 row
@@ -462,7 +296,7 @@ def _sqlite_lock_path(engine: Engine) -> str | None:
     return f"{url.database}.prediction-log.lock"
 
 
-def _chunks(items: list[_Pending], max_rows: int):
+def _chunks(items: list[_Pending], max_rows: int) -> Iterator[list[_Pending]]:
     chunk: list[_Pending] = []
     rows = 0
     for item in items:
@@ -475,7 +309,7 @@ def _chunks(items: list[_Pending], max_rows: int):
         yield chunk
 
 
-def _document(chunk: list[_Pending]) -> str:
+def document(chunk: list[_Pending]) -> str:
     """[[request_id, model, version, latency_ms, epoch, has_proba, [[inputs..., outputs...]]]]."""
     doc = [
         (
@@ -490,78 +324,3 @@ def _document(chunk: list[_Pending]) -> str:
         for p in chunk
     ]
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-
-
-def recent(engine: Engine, model: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest logged rows first, optionally for one model."""
-    query = select(prediction_log).order_by(prediction_log.c.id.desc()).limit(limit)
-    if model is not None:
-        query = query.where(prediction_log.c.model == model)
-    with engine.connect() as conn:
-        rows = conn.execute(query).mappings().all()
-    out = []
-    for row in rows:
-        entry = dict(row)
-        created = entry["created_at"]
-        if created.tzinfo is None:  # SQLite keeps no zone; we always store UTC
-            created = created.replace(tzinfo=UTC)
-        entry["created_at"] = created.isoformat().replace("+00:00", "Z")
-        out.append(entry)
-    return out
-
-
-def recent_inputs(engine: Engine, spec: ModelSpec, limit: int) -> np.ndarray:
-    """The newest `limit` logged input rows of a model (any version), in feature order."""
-    cols = prediction_log.c
-    query = select(cols.inputs).where(cols.model == spec.name).order_by(cols.id.desc()).limit(limit)
-    names = spec.feature_names
-    with engine.connect() as conn:
-        rows = [
-            [inputs.get(name) for name in names]
-            for (inputs,) in conn.execute(query)
-            if isinstance(inputs, dict)
-        ]
-    if not rows:
-        return np.empty((0, len(names)))
-    # None (a row logged before a feature existed) becomes NaN; such rows are dropped.
-    matrix = np.asarray(rows, dtype=float)
-    return matrix[~np.isnan(matrix).any(axis=1)]
-
-
-class Pruned(NamedTuple):
-    """What one prune removed: rows, and the delete transactions that removed them."""
-
-    deleted: int
-    batches: int
-
-
-def prune(
-    engine: Engine, cutoff: datetime, batch_rows: int, table: Table = prediction_log
-) -> Pruned:
-    """Delete rows created before cutoff, oldest first, batch_rows per short transaction.
-
-    table is the prediction log or another table with an integer `id` growing with its
-    `created_at` (the monitor reports).
-    """
-    if batch_rows < 1:
-        raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
-    cols = table.c
-    old = cols.created_at < cutoff
-    deleted = batches = 0
-    while True:
-        # Pick the batch in a read-only statement first: on SQLite a DELETE holds the one write
-        # lock for as long as it runs, so the scan must not happen under it (API workers flush
-        # the log concurrently). The ids are consecutive among old rows, so the delete is a
-        # primary-key range, repeating the age condition for newer rows inside the range.
-        batch = select(cols.id).where(old).order_by(cols.id).limit(batch_rows)
-        with engine.connect() as conn:
-            ids = conn.execute(batch).scalars().all()
-        if not ids:
-            break
-        with engine.begin() as conn:
-            done = conn.execute(table.delete().where(cols.id.between(ids[0], ids[-1]), old))
-        deleted += done.rowcount
-        batches += 1
-        if len(ids) < batch_rows:
-            break  # that was the last old row; a further look would scan the table for nothing
-    return Pruned(deleted, batches)

@@ -1,7 +1,7 @@
 """Direct, bounded looks at the Redis broker: is it up, and which task messages does it hold.
 
 Both work without a Celery app, so the API's health check and the worker's reconciler can call
-them cheaply; neither imports training code.
+them cheaply.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from collections.abc import Iterable
 
 import redis
 
-from core import settings
-from workers.config import RETRAIN_QUEUE
+from core.tasks import RETRAIN_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +26,9 @@ def _client(url: str, timeout: float) -> redis.Redis:
     )
 
 
-def broker_ok(url: str | None = None, timeout: float = 0.5) -> bool:
-    """True when the broker answers a PING within timeout seconds (REDIS_URL by default)."""
-    client = _client(url or settings.redis_url(), timeout)
+def broker_ok(url: str, timeout: float = 0.5) -> bool:
+    """True when the broker at url answers a PING within timeout seconds."""
+    client = _client(url, timeout)
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):
@@ -51,14 +50,13 @@ def _task_id(raw: bytes | str) -> str | None:
 
 
 def pending_task_ids(
-    url: str | None = None, queues: Iterable[str] = (RETRAIN_QUEUE,), timeout: float = 2.0
+    url: str, queues: Iterable[str] = (RETRAIN_QUEUE,), timeout: float = 2.0
 ) -> set[str] | None:
     """Task ids of messages waiting in queues or delivered but not yet acknowledged.
 
     None when the broker cannot be read (down, or not Redis): callers must then assume
     nothing, rather than that every message was lost.
     """
-    url = url or settings.redis_url()
     if not url.startswith(("redis://", "rediss://", "unix://")):
         return None
     client = _client(url, timeout)

@@ -1,8 +1,8 @@
-"""Per-process background machinery of the app: the model cache and the prediction log writer.
+"""Per-process state of the app: the model cache, the prediction log writer, the database engine.
 
-Nothing here runs at import or in create_app: services start in the serving process (gunicorn's
-post_fork, or lazily on the first request), so models are never loaded before a fork, and they
-restart themselves when they find they were inherited through a fork.
+Nothing here runs at import or in create_app: the background threads start in the serving
+process (gunicorn's post_fork, or lazily on the first request), so models are never loaded
+before a fork, and they restart themselves when they find they were inherited through a fork.
 """
 
 from __future__ import annotations
@@ -12,20 +12,21 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app
 from sqlalchemy.engine import Engine
 
 from app.model_cache import ModelCache
-from core import registry
+from core import db, registry
 from core.db import make_engine, redact
 from core.prediction_log import PredictionLogWriter
 from core.specs import MODEL_SPECS
 
 log = logging.getLogger(__name__)
 
-EXTENSION_KEY = "prediction_services"
+EXTENSION_KEY = "runtime"
 
 
 def freeze_gc() -> None:
@@ -45,13 +46,12 @@ def freeze_gc() -> None:
     )
 
 
-class Services:
-    """Model cache + prediction log writer of one app in one process."""
+class Runtime:
+    """Model cache, prediction log writer and database engine of one app in one process."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any]) -> None:
         self.tracking_uri: str = config["MLFLOW_TRACKING_URI"]
         self.database_url: str = config["DATABASE_URL"]
-        self.max_batch_rows: int = config["MAX_BATCH_ROWS"]
         self.refresh_seconds: float = config["MODEL_REFRESH_SECONDS"]
         self._log_enabled: bool = config["PREDICTION_LOG_ENABLED"]
         self._log_options = {
@@ -91,6 +91,12 @@ class Services:
                     self._engine = make_engine(self.database_url)
                     self._engine_pid = pid
         return self._engine
+
+    def database(self) -> Engine:
+        """The engine, with every application table created (checked once per engine)."""
+        engine = self.engine
+        db.ensure_schema(engine)
+        return engine
 
     def start(self) -> None:
         """Start the refresher and the log writer in this process (idempotent, fork-aware)."""
@@ -136,20 +142,20 @@ def _safe_uri(uri: str) -> str:
         return uri.split("://", 1)[0] + "://..."
 
 
-def init_services(app: Flask) -> Services:
-    """Attach a (not yet started) Services object to app."""
-    services = Services(app.config)
-    app.extensions[EXTENSION_KEY] = services
-    if app.config.get("START_SERVICES_ON_FIRST_REQUEST", True):
+def init_runtime(app: Flask) -> Runtime:
+    """Attach a (not yet started) Runtime to app."""
+    runtime = Runtime(app.config)
+    app.extensions[EXTENSION_KEY] = runtime
+    if app.config["START_SERVICES_ON_FIRST_REQUEST"]:
 
         @app.before_request
-        def _start_services() -> None:
-            if not services.started:
-                services.start()
+        def _start_runtime() -> None:
+            if not runtime.started:
+                runtime.start()
 
-    return services
+    return runtime
 
 
-def get_services(app: Flask | None = None) -> Services:
-    """The Services of app (default: the current app)."""
+def get_runtime(app: Flask | None = None) -> Runtime:
+    """The Runtime of app (default: the current app)."""
     return (app or current_app).extensions[EXTENSION_KEY]
