@@ -3,22 +3,25 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+# The venv holds the runtime set and the development tools (requirements-dev.txt includes
+# requirements.txt); the image installs the runtime set only.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv run train stack test soak first-run lint format repro versions bench backup restore clean
+.PHONY: help venv run train stack test soak first-run lint format repro versions bench backup \
+	restore compose-test clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
-venv: $(STAMP)  ## create .venv with the pinned requirements
+venv: $(STAMP)  ## create .venv with the pinned requirements (runtime + development)
 
 train: venv  ## run the pipeline for models that have no champion yet
 	$(BIN)/python -m pipeline.cli train --if-missing
@@ -26,7 +29,7 @@ train: venv  ## run the pipeline for models that have no champion yet
 run: train  ## set up, train if the registry is empty, then serve (api, worker, redis/prometheus if needed)
 	exec bash deploy/stack.sh
 
-stack: venv  ## native launcher only: api + worker (+ redis, prometheus) under honcho
+stack: venv  ## native launcher only: api + worker (+ redis, prometheus) under supervisord
 	exec bash deploy/stack.sh
 
 repro: venv  ## dvc repro in the project workspace
@@ -59,12 +62,18 @@ bench: venv  ## benchmarks under bench/ (print figures; run on a quiet machine, 
 	$(BIN)/python -m bench.bench_monitor
 	$(BIN)/python -m bench.bench_validation
 
-backup: venv  ## back up registry database, artifacts, job records and prediction log to backups/
-	$(BIN)/python deploy/backup.py backup $(DEST)
+# COMPOSE=1: the docker compose stack of this folder instead (needs docker and python3, no venv).
+BACKUP := $(if $(COMPOSE),python3 deploy/backup.py --compose,$(BIN)/python deploy/backup.py)
 
-restore: venv  ## restore a backup: make restore FROM=backups/<stamp> (stop the service first)
-	@test -n "$(FROM)" || { echo "usage: make restore FROM=backups/<stamp>"; exit 2; }
-	$(BIN)/python deploy/backup.py restore $(FROM)
+backup: $(if $(COMPOSE),,venv)  ## back up registry, artifacts, job records, prediction log to backups/ (COMPOSE=1: the compose stack)
+	$(BACKUP) backup $(DEST)
+
+restore: $(if $(COMPOSE),,venv)  ## restore a backup: make restore FROM=backups/<stamp> (stop the service first; COMPOSE=1 stops the stack itself)
+	@test -n "$(FROM)" || { echo "usage: make restore FROM=backups/<stamp> [COMPOSE=1]"; exit 2; }
+	$(BACKUP) restore $(FROM)
+
+compose-test: venv  ## the compose stack, built and proven by running it (installs and starts Docker if needed)
+	bash deploy/compose/test.sh
 
 clean:  ## remove local state (registry, app database) and caches
 	rm -rf var .pytest_cache .ruff_cache

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Container entry point: one image, several roles.
 #   api     gunicorn serving the Flask app (default)
-#   worker  Celery worker running retrains in $PIPELINE_WORKSPACE (the retrain queue)
+#   worker  Celery worker running retrains in its own workspace, $PIPELINE_WORKSPACE (the
+#           retrain queue)
 #   monitor Celery worker running the periodic drift/quality checks and retention (the
 #           monitoring queue); metrics on WORKER_METRICS_PORT (compose sets 9102)
 #   beat    Celery beat, the monitor's schedule: run exactly one
@@ -11,7 +12,8 @@ set -eu
 cd /app
 
 workspace() {
-  # The worker and init run DVC in a workspace on a volume so the DVC cache outlives containers.
+  # A workspace of data and state only (DVC outputs, lock, cache); the pipeline code and params
+  # are links into this image, refreshed at every start, so a new image's apply at once.
   python -m pipeline.cli init-workspace "${PIPELINE_WORKSPACE:=/app/var/workspace}"
   export PIPELINE_WORKSPACE
 }
@@ -29,7 +31,8 @@ case "${1:-api}" in
     ;;
   monitor)
     shift
-    workspace  # the checks read their thresholds from the workspace's params.yaml
+    # The checks only read their thresholds from params.yaml: the image's own.
+    export PIPELINE_WORKSPACE=/app
     exec celery -A workers.make_celery worker -Q monitoring -n "monitor@%h" --pool prefork \
       --concurrency 1 --without-gossip --without-mingle --loglevel "${LOG_LEVEL:-INFO}" "$@"
     ;;

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from core import registry
+from core.settings import PROJECT_ROOT
 from core.specs import MODEL_SPECS
 from pipeline import workspace
 from pipeline.params import ParamsError
@@ -73,11 +74,9 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _init_workspace(args: argparse.Namespace) -> int:
-    if (args.dest / "dvc.yaml").exists():
-        print(f"workspace {args.dest} exists")
-        return 0
-    workspace.create(args.dest)
-    print(f"workspace {args.dest} created")
+    # Run at every container start: links made by an older image are pointed at this one.
+    workspace.link(args.dest)
+    print(f"workspace {args.dest}: code and params linked from {PROJECT_ROOT}")
     return 0
 
 
@@ -103,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     rollback = sub.add_parser("rollback", help="champion back to the previous champion")
     rollback.add_argument("model", choices=sorted(MODEL_SPECS))
     rollback.set_defaults(func=_rollback)
-    init = sub.add_parser("init-workspace", help="copy a runnable pipeline workspace to DEST")
+    init = sub.add_parser(
+        "init-workspace", help="make DEST a workspace of data and state, code linked from here"
+    )
     init.add_argument("dest", type=Path)
     init.set_defaults(func=_init_workspace)
     args = parser.parse_args(argv)
