@@ -16,6 +16,7 @@ import json
 import math
 import re
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +37,10 @@ from tests.workers.test_retrain_e2e import STRONGER, set_housing_params
 pytestmark = pytest.mark.slow
 
 LUA = Path(__file__).with_name("load.lua")
-LOAD_SECONDS = 60  # issue 8: one minute of load around the whole change
+LOAD_SECONDS = 60  # issue 8: at least a minute of load, and around the whole change
+# wrk's own end in the one-minute test, never reached unless something hangs: the test stops it
+# once the change is over, however long a retrain takes on a loaded machine.
+LOAD_LIMIT_SECONDS = 900
 SOAK_SECONDS = 600
 THREADS, CONNECTIONS = 2, 4
 # Think time per connection in the one-minute test: the API runs at about half its capacity,
@@ -45,12 +49,15 @@ THREADS, CONNECTIONS = 2, 4
 PAUSE_MS = 4
 WRK_TIMEOUT_S = 2  # an answer slower than this counts as a socket error (timeout)
 REFRESH_SECONDS = 1.0  # what GunicornLauncher configures
-# Each worker swaps within one refresh plus a model load (the README's target, as in
-# test_hot_swap_under_load): how long the load may see both versions.
-SWAP_SECONDS = REFRESH_SECONDS + 2
+# Each worker swaps within one refresh plus a model load: how long the load may see both
+# versions. About 1 s on a quiet machine (the README's figure, from bench/); the bound leaves
+# room for a model load on a loaded 2-core machine and still catches a worker that never swaps
+# or one that keeps answering with both versions.
+SWAP_SECONDS = REFRESH_SECONDS + 8
 # The retrain must succeed this long before the load ends: every worker swaps, answers come
 # from the new version, the rollback converges and answers come from the old one again.
 AFTER_RETRAIN_S = 10.0
+RETRAIN_TIMEOUT_S = 600  # a housing retrain of the test profile on a loaded 2-core machine
 HOLD_ROWS = 50  # answers wanted on a version before the next step, so every phase is seen
 # wrk may read an answer just after the test confirmed a worker's swap that the worker computed
 # just before it: the first moments of a settled phase still accept the version it replaced.
@@ -110,11 +117,12 @@ class Load:
     started: float  # epoch seconds, comparable with load.lua's clock
     seconds: int
     pause_ms: int
+    stopped: float = math.inf  # when the test stopped wrk before its own end
 
     @property
     def ends(self) -> float:
         """When wrk stops sending."""
-        return self.started + self.seconds
+        return min(self.started + self.seconds, self.stopped)
 
 
 def start_load(server: Gunicorn, seconds: int, root: Path, pause_ms: int) -> Load:
@@ -140,6 +148,21 @@ def finish_load(load: Load) -> dict[str, Any]:
     assert load.proc.returncode == 0, f"wrk failed ({load.proc.returncode}):\n{output}"
     assert load.report_path.exists(), f"load.lua wrote no report:\n{output}"
     return json.loads(load.report_path.read_text(errors="replace"))
+
+
+def stop_load(load: Load, not_before: float) -> dict[str, Any]:
+    """Let the load run until not_before, then stop wrk and return its report (on SIGINT wrk
+    stops sending and reports, as at the end of its duration)."""
+    procs.wait_until(
+        lambda: time.time() >= not_before or load.proc.poll() is not None,
+        not_before - time.time() + 5,
+        "the load's minimum duration",
+        interval=0.2,
+    )
+    assert load.proc.poll() is None, f"wrk ended early:\n{procs.tail(load.proc)}"
+    load.stopped = time.time()
+    load.proc.send_signal(signal.SIGINT)
+    return finish_load(load)
 
 
 def predicted_rows(server: Gunicorn, model: str, version: str) -> float:
@@ -210,7 +233,7 @@ def change_and_roll_back(stack: Stack, load: Load, old: str) -> Cycle:
     cycle.retrain_posted = time.time()
     response = server.post("/retrain", json={"model": "housing"}, headers=ADMIN)
     assert response.status_code == 202, response.text
-    timeout = load.ends - AFTER_RETRAIN_S - time.time()
+    timeout = min(load.ends - AFTER_RETRAIN_S - time.time(), RETRAIN_TIMEOUT_S)
     cycle.job = finished_job(stack, response.json()["job_id"], timeout)
     cycle.job_done = time.time()
     assert cycle.job["state"] == "succeeded", cycle.job
@@ -408,14 +431,16 @@ def publish(record_property: Callable[[str, Any], None], report: dict[str, Any],
     print(f"\n[load through change]\n{text}")
 
 
+@pytest.mark.timeout(RETRAIN_TIMEOUT_S + 300)
 def test_load_through_retrain_promotion_and_rollback(stack: Stack, record_property):
     old, iris = served(stack)
     pids = stack.server.worker_pids()
-    load = start_load(stack.server, LOAD_SECONDS, stack.root, PAUSE_MS)
+    load = start_load(stack.server, LOAD_LIMIT_SECONDS, stack.root, PAUSE_MS)
     try:
         wait_for_answers(stack.server, load, old, "the load to get going")
         cycle = change_and_roll_back(stack, load, old)
-        report = finish_load(load)
+        # At least the minute, and a little past the change: the old version answers again.
+        report = stop_load(load, max(load.started + LOAD_SECONDS, cycle.done + 2))
     finally:
         procs.stop(load.proc)
     assert cycle.done < load.ends, "the change must happen while the load runs"
