@@ -16,6 +16,10 @@ import requests
 
 from core.settings import PROJECT_ROOT
 
+# Deadline for a process to come up (imports, database migrations, model loads): generous, as a
+# loaded 2-core machine can be ten times slower than a quiet one; a wait ends as soon as it is up.
+START_SECONDS = 300
+
 
 def free_port() -> int:
     """A TCP port nothing listens on right now."""

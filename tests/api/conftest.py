@@ -140,9 +140,11 @@ class GunicornLauncher:
         )
         server = Gunicorn(proc, f"http://127.0.0.1:{port}", env)
         self.started.append(server)
-        procs.wait_http(f"{server.base_url}/health/live", 60, proc)
+        procs.wait_http(f"{server.base_url}/health/live", procs.START_SECONDS, proc)
         if not wait_ready:  # e.g. a server started without a loadable model
-            procs.wait_until(lambda: len(server.worker_pids()) == 2, 30, "two workers")
+            procs.wait_until(
+                lambda: len(server.worker_pids()) == 2, procs.START_SECONDS, "two workers"
+            )
             return server
         ready: set[int] = set()
 
@@ -156,7 +158,9 @@ class GunicornLauncher:
             return len(workers) == 2 and workers <= ready
 
         try:
-            procs.wait_until(every_worker_ready, 90, "both workers ready", interval=0.05)
+            procs.wait_until(
+                every_worker_ready, procs.START_SECONDS, "both workers ready", interval=0.05
+            )
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{procs.tail(proc)}") from None
         return server

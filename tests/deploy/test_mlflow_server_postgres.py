@@ -123,7 +123,7 @@ def stack(trained_registry: TrainedRegistry, tmp_path_factory) -> Iterator[Stack
             root / "mlflow.log",
         )
         url = f"http://127.0.0.1:{port}"
-        procs.wait_http(f"{url}/health", 60, proc)
+        procs.wait_http(f"{url}/health", procs.START_SECONDS, proc)
         yield Stack(root, mlflow_db, app_db, url, proc, env)
     finally:
         if proc is not None:
@@ -175,7 +175,7 @@ def api(stack: Stack, trained: subprocess.CompletedProcess) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        procs.wait_http(f"{url}/health/ready", 60, proc)
+        procs.wait_http(f"{url}/health/ready", procs.START_SECONDS, proc)
         yield url
     finally:
         procs.stop(proc)

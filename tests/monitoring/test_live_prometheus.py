@@ -123,11 +123,11 @@ def stack(trained_registry, tmp_path_factory):
         )
         started.append(prom)
         api_url = f"http://127.0.0.1:{api_port}"
-        procs.wait_http(f"{api_url}/health/ready", 120, api)
-        procs.wait_all_workers_ready(api_url, 2, 60)
-        procs.wait_http(f"http://127.0.0.1:{worker_port}/metrics", 60, worker)
-        procs.wait_http(f"http://127.0.0.1:{monitor_port}/metrics", 60, monitor)
-        procs.wait_http(f"http://127.0.0.1:{prom_port}/-/ready", 60, prom)
+        procs.wait_http(f"{api_url}/health/ready", procs.START_SECONDS, api)
+        procs.wait_all_workers_ready(api_url, 2, procs.START_SECONDS)
+        procs.wait_http(f"http://127.0.0.1:{worker_port}/metrics", procs.START_SECONDS, worker)
+        procs.wait_http(f"http://127.0.0.1:{monitor_port}/metrics", procs.START_SECONDS, monitor)
+        procs.wait_http(f"http://127.0.0.1:{prom_port}/-/ready", procs.START_SECONDS, prom)
         yield {
             "api": api_url,
             "prom": f"http://127.0.0.1:{prom_port}",

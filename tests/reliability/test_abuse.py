@@ -774,7 +774,7 @@ def server(
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        procs.wait_http(f"{base_url}/health/ready", 90, proc)
+        procs.wait_http(f"{base_url}/health/ready", procs.START_SECONDS, proc)
         yield Server(base_url, port, log_path)
     finally:
         procs.stop(proc, timeout=15)

@@ -399,7 +399,7 @@ def test_api_waits_for_a_missing_then_locked_registry(
 
         locker.release()
         released = time.monotonic()
-        procs.wait_all_workers_ready(server.base_url, 2, 60)
+        procs.wait_all_workers_ready(server.base_url, 2, procs.START_SECONDS)
         print(f"\n[faults] both workers ready {time.monotonic() - released:.1f}s after release")
         assert server.get("/health/ready").status_code == 200
         prediction = server.post("/predict/iris", json=IRIS.example_row())

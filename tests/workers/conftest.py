@@ -20,7 +20,7 @@ from core import jobs
 from core.db import make_engine
 from core.settings import PROJECT_ROOT
 from tests.conftest import IN_CI, TrainedRegistry, registry_env
-from tests.procs import free_port
+from tests.procs import START_SECONDS, free_port
 from tests.procs import wait_until as wait_for
 
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -73,7 +73,7 @@ class RedisServer:
             except redis.RedisError:
                 return False
 
-        wait_for(pong, 10, f"redis-server on port {self.port}")
+        wait_for(pong, 60, f"redis-server on port {self.port}")
 
     def stop(self) -> None:
         """Kill the server (it keeps nothing on disk)."""
@@ -98,7 +98,7 @@ class WorkerProcess:
         self.log_path: Path | None = None
         self.started: list[subprocess.Popen] = []
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = START_SECONDS) -> None:
         """Start and wait until the worker logs that it is ready."""
         self.log_path = self.log_dir / f"worker-{len(self.started)}.log"
         cmd = [CELERY, "-A", "workers.make_celery", "worker", "--pool=prefork"]
