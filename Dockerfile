@@ -44,5 +44,8 @@ EXPOSE 8000 9101
 # No HEALTHCHECK: every role would inherit it (beat has nothing to probe, an api check would
 # mark it unhealthy), and `docker compose up --wait` cannot wait on a role that disables it.
 # docker-compose.yml gives each role its own: api /health/ready, worker and monitor /metrics.
+# Last, so a new commit rebuilds one small layer: the commit pipeline runs tag versions with.
+ARG GIT_COMMIT=unknown
+ENV GIT_COMMIT=${GIT_COMMIT}
 ENTRYPOINT ["/app/deploy/entrypoint.sh"]
 CMD ["api"]

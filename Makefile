@@ -10,8 +10,8 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv run train stack test soak first-run lint format repro versions bench backup \
-	restore compose-test clean
+.PHONY: help venv run migrate train stack test soak first-run lint format repro versions bench \
+	backup restore compose-test clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -23,7 +23,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)  ## create .venv with the pinned requirements (runtime + development)
 
-train: venv  ## run the pipeline for models that have no champion yet
+migrate: venv  ## bring the app database and MLflow's store to the current schema (creates them)
+	$(BIN)/python -m pipeline.cli migrate
+
+train: migrate  ## run the pipeline for models that have no champion yet
 	$(BIN)/python -m pipeline.cli train --if-missing
 
 run: train  ## set up, train if the registry is empty, then serve (api, worker, redis/prometheus if needed)

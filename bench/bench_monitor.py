@@ -39,7 +39,7 @@ def best_of(fn: Callable[[], float], runs: int = 3) -> float:
 def engine_at(folder: Path, name: str, with_index: bool = True):
     """A fresh SQLite app database; optionally without the request_id index."""
     engine = db.make_engine(f"sqlite:///{folder / name}")
-    db.create_tables(engine)
+    db.ensure_schema(engine)
     if not with_index:
         with engine.begin() as conn:
             conn.execute(text("DROP INDEX ix_prediction_log_request_id_row_index"))

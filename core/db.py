@@ -1,4 +1,4 @@
-"""SQLAlchemy plumbing of the application database: engines, metadata, schema, batched pruning."""
+"""SQLAlchemy plumbing of the application database: engines, metadata, migrations, pruning."""
 
 from __future__ import annotations
 
@@ -6,16 +6,15 @@ import contextlib
 import fcntl
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import JSON, MetaData, Table, create_engine, event, select
+from sqlalchemy import JSON, MetaData, Table, create_engine, event, func, select
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import settings
@@ -37,6 +36,9 @@ metadata = MetaData(
 JSON_TYPE = JSON().with_variant(JSONB(), "postgresql")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# The PostgreSQL advisory lock that serialises schema changes (a constant of this project;
+# advisory locks are per database).
+SCHEMA_LOCK_ID = 7_305_042_271_963_917_101
 
 
 def utcnow() -> datetime:
@@ -78,28 +80,74 @@ def make_engine(url: str | None = None, **kwargs) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def create_tables(engine: Engine, attempts: int = 5) -> None:
-    """Create every table and index of metadata that is missing; safe with concurrent callers.
+class SchemaError(SQLAlchemyError):
+    """The database's schema cannot be brought to this release's: the database is unusable."""
 
-    Several processes (gunicorn workers, the Celery workers) may start on a fresh database
-    together. On a SQLite file they take turns on an flock next to the file; elsewhere a loser
-    of the CREATE race retries after a pause and finds the winner's tables.
+
+def migrate(target: Engine | str | None = None) -> str:
+    """Bring the app database (default DATABASE_URL) to the newest schema; returns its revision.
+
+    The one way a process gets its tables: core/migrations holds the revisions (a database
+    created before they existed is checked and adopted by the first). Processes that start
+    together on a fresh database take turns (schema_connection); the later ones find nothing
+    to do. Raises SchemaError, or the database's own error, when it cannot.
     """
-    with _schema_turn(engine):
-        for attempt in range(1, attempts + 1):
-            try:
-                metadata.create_all(engine, checkfirst=True)
-                # create_all skips indexes of tables that already exist: add the ones a newer
-                # release defines (e.g. the prediction log's index used by feedback).
-                for table in metadata.sorted_tables:
-                    for index in table.indexes:
-                        index.create(engine, checkfirst=True)
-                return
-            except SQLAlchemyError:
-                if attempt == attempts:
-                    raise
-                log.info("create_tables raced with another process; checking again")
-                time.sleep(0.05 * attempt)
+    engine = target if isinstance(target, Engine) else make_engine(target)
+    try:
+        with _alembic_quiet():
+            from core import migrations
+
+            with schema_connection(engine) as conn:
+                return migrations.upgrade(conn)
+    except SQLAlchemyError:
+        raise
+    except Exception as exc:  # a revision that fails, a database this release cannot adopt
+        raise SchemaError(f"the app database cannot be migrated: {exc}") from exc
+    finally:
+        if engine is not target:
+            engine.dispose()
+
+
+@contextlib.contextmanager
+def _alembic_quiet() -> Iterator[None]:
+    # Alembic announces its set-up at INFO (plugins on import, the dialect on every look at a
+    # database): noise at the start of every process. core.migrations logs what changes.
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def schema_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that one process at a time holds, to change the schema.
+
+    On a SQLite file the processes take turns on an flock next to the file, on PostgreSQL on a
+    transaction-level advisory lock. SQLite's foreign keys are off meanwhile (checked before
+    the commit): a revision that copies a table, SQLite's way to alter most things, would
+    otherwise cascade the drop of the old copy into the rows that reference it.
+    """
+    with _schema_turn(engine), engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA foreign_keys = OFF")  # outside a transaction only
+            conn.commit()
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_ID)))
+                yield conn
+                if sqlite:
+                    dangling = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if dangling:
+                        raise RuntimeError(f"rows referencing missing rows: {dangling[:5]}")
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys = ON")
+                conn.commit()
 
 
 _ensured: weakref.WeakSet[Engine] = weakref.WeakSet()
@@ -107,12 +155,12 @@ _ensure_lock = threading.Lock()
 
 
 def ensure_schema(engine: Engine) -> None:
-    """create_tables() once per engine in this process (cheap on every later call)."""
+    """migrate() once per engine in this process (free on every later call)."""
     if engine in _ensured:
         return
     with _ensure_lock:
         if engine not in _ensured:
-            create_tables(engine)
+            migrate(engine)
             _ensured.add(engine)
 
 

@@ -164,7 +164,7 @@ def lock_keys(model: str) -> list[str]:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create the job tables (and any other missing application table) once per engine."""
+    """Bring the application database's schema up to date (db.migrate, once per engine)."""
     db.ensure_schema(engine)
 
 

@@ -138,6 +138,21 @@ def ensure_store(tracking_uri: str | None = None) -> str:
     return uri
 
 
+def upgrade_store(store_uri: str) -> None:
+    """Create MLflow's database, or bring it to this MLflow's schema: `mlflow db upgrade`.
+
+    The CLI command runs in this process, so the URI and its password stay off every command
+    line. Run it once, before the processes that use the store start (MLflow refuses a store
+    whose schema is older than its own).
+    """
+    from mlflow.db import upgrade
+
+    settings.apply_quiet_env()
+    if (path := _sqlite_file(store_uri)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    upgrade.main(args=[store_uri], prog_name="mlflow db upgrade", standalone_mode=False)
+
+
 def _info(mv) -> VersionInfo:
     return VersionInfo(
         registered_name=mv.name,

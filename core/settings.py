@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     mlflow_experiment_name: str = env(
         "MLFLOW_EXPERIMENT_NAME", "prediction-service", "MLflow experiment of pipeline runs"
     )
+    mlflow_backend_store_uri: str = env(
+        "MLFLOW_BACKEND_STORE_URI",
+        "",
+        "MLflow's own database, upgraded by `migrate` (none when the tracking URI is a server)",
+        shown="$MLFLOW_TRACKING_URI",
+    )
     database_url: str = env(
         "DATABASE_URL",
         "",
@@ -83,9 +89,16 @@ class Settings(BaseSettings):
         self.mlflow_artifact_root = (
             self.mlflow_artifact_root or (self.state_dir / "mlartifacts").as_uri()
         )
+        if not self.mlflow_backend_store_uri and _is_database(self.mlflow_tracking_uri):
+            self.mlflow_backend_store_uri = self.mlflow_tracking_uri
         self.database_url = self.database_url or f"sqlite:///{self.state_dir / 'app.db'}"
         self.log_level = self.log_level.upper()
         return self
+
+
+def _is_database(uri: str) -> bool:
+    # The stores MLflow keeps in a database (its others: a tracking server, a folder).
+    return uri.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql")
 
 
 def apply_quiet_env() -> None:
@@ -108,6 +121,11 @@ def mlflow_tracking_uri() -> str:
 def mlflow_artifact_root() -> str:
     """Where new MLflow experiments keep artifacts (embedded mode only)."""
     return Settings().mlflow_artifact_root
+
+
+def mlflow_backend_store_uri() -> str | None:
+    """MLflow's database, when this process can reach it (None: behind a tracking server)."""
+    return Settings().mlflow_backend_store_uri or None
 
 
 def database_url() -> str:

@@ -6,7 +6,9 @@
 #   monitor Celery worker running the periodic drift/quality checks and retention (the
 #           monitoring queue); metrics on WORKER_METRICS_PORT (compose sets 9102)
 #   beat    Celery beat, the monitor's schedule: run exactly one
-#   init    train and register models when the registry has no champion, then exit
+#   migrate bring the app database (DATABASE_URL) and MLflow's store (MLFLOW_BACKEND_STORE_URI,
+#           when set) to this image's schema, then exit: before anything else uses them
+#   init    migrate, then train and register models when the registry has no champion; exit
 #   *       any other command runs as given (e.g. `mlflow server ...`, `sh`)
 set -eu
 cd /app
@@ -41,7 +43,11 @@ case "${1:-api}" in
     exec celery -A workers.make_celery beat --schedule "${STATE_DIR:-/app/var}/celerybeat-schedule" \
       --loglevel "${LOG_LEVEL:-INFO}" "$@"
     ;;
+  migrate)
+    exec python -m pipeline.cli migrate
+    ;;
   init)
+    python -m pipeline.cli migrate
     workspace
     exec python -m pipeline.cli train --if-missing --workspace "$PIPELINE_WORKSPACE"
     ;;

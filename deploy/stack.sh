@@ -22,8 +22,10 @@ if [ "${1:-}" = ctl ]; then
 fi
 mkdir -p "$STATE_DIR"
 
-# Create the MLflow store once, before several processes race on its first migration.
-python -c "from core import registry; registry.ensure_store()"
+# Bring the app database and MLflow's store to the current schema (creating them when new) once,
+# before several processes start on them. Without PROMETHEUS_MULTIPROC_DIR: the api makes that
+# folder when it starts, and a one-shot command has no metrics to share.
+env -u PROMETHEUS_MULTIPROC_DIR python -m pipeline.cli migrate
 
 processes=(api worker monitor beat)
 redis_up() { python - "$REDIS_URL" <<'PY'

@@ -1,9 +1,10 @@
-"""Command line for people: train, versions, promote, rollback.
+"""Command line for people: train, versions, promote, rollback, migrate.
 
 python -m pipeline.cli train [--model all|housing|iris] [--force] [--if-missing]
 python -m pipeline.cli versions [--model all|housing|iris]
 python -m pipeline.cli promote housing 3
 python -m pipeline.cli rollback housing
+python -m pipeline.cli migrate      # the app database and MLflow's store to the current schema
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from core import registry
+from core import db, registry, settings
 from core.settings import PROJECT_ROOT
 from core.specs import MODEL_SPECS
 from pipeline import workspace
@@ -73,6 +74,20 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(_args: argparse.Namespace) -> int:
+    # Both stores from the environment (DATABASE_URL, MLFLOW_BACKEND_STORE_URI): no URL, and so
+    # no password, on a command line.
+    url = settings.database_url()
+    print(f"app database {db.redact(url)}: schema revision {db.migrate(url)}")
+    store = settings.mlflow_backend_store_uri()
+    if store is None:
+        print("MLflow store: behind a tracking server (no MLFLOW_BACKEND_STORE_URI): not here")
+    else:
+        registry.upgrade_store(store)
+        print(f"MLflow store {db.redact(store)}: at this MLflow's schema")
+    return 0
+
+
 def _init_workspace(args: argparse.Namespace) -> int:
     # Run at every container start: links made by an older image are pointed at this one.
     workspace.link(args.dest)
@@ -102,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     rollback = sub.add_parser("rollback", help="champion back to the previous champion")
     rollback.add_argument("model", choices=sorted(MODEL_SPECS))
     rollback.set_defaults(func=_rollback)
+    migrate = sub.add_parser(
+        "migrate", help="bring the app database and MLflow's store to the current schema"
+    )
+    migrate.set_defaults(func=_migrate)
     init = sub.add_parser(
         "init-workspace", help="make DEST a workspace of data and state, code linked from here"
     )

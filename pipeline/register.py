@@ -33,7 +33,10 @@ def data_hash(model: str) -> str:
 
 
 def git_commit() -> str:
-    """The workspace's git commit, or 'unknown' outside a git checkout."""
+    """GIT_COMMIT (an image records the commit it was built from: it has no .git), else the
+    workspace's git commit, else 'unknown'."""
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True

@@ -116,7 +116,7 @@ def export_feedback(workspace: Path, names: list[str]) -> None:
     try:
         engine = _feedback_engine(settings.database_url())
         try:
-            db.create_tables(engine)
+            db.ensure_schema(engine)
             for model in names:
                 feedback_data.export(engine, model, workspace)
         finally:

@@ -196,9 +196,9 @@ class PredictionLogWriter:
             log.exception("final prediction log flush failed; %d rows lost", self._pending_rows)
 
     def ensure_tables(self) -> None:
-        """Create the table if missing (once per writer)."""
+        """Bring the database schema up to date if needed (once per writer)."""
         if not self._tables_ready:
-            db.create_tables(self.engine)
+            db.ensure_schema(self.engine)
             self._tables_ready = True
 
     def flush(self) -> int:

@@ -22,4 +22,6 @@ case "$images" in
   *) echo "COMPOSE_IMAGES is local or official, not $images" >&2; exit 2 ;;
 esac
 export COMPOSE_TEST=1 DOCKER_BUILDKIT=0
+GIT_COMMIT="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+export GIT_COMMIT
 .venv/bin/pytest tests/compose -p no:cacheprovider -o addopts="" -ra "$@"

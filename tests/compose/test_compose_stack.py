@@ -413,6 +413,10 @@ def test_forced_retrain_is_promoted_and_served_by_every_replica(stack):
         result = job["result"]["housing"]
         assert result["promoted"] is True, result
         serving_everywhere(stack, "housing", result["candidate_version"])
+        # The image has no .git: it tags versions with the commit it was built from.
+        info = stack.get("/models/info").json()["models"]
+        served = next(m for m in info if m["name"] == "housing")
+        assert served["git_commit"] == os.environ["GIT_COMMIT"] != "unknown", served
 
 
 def test_two_workers_retrain_housing_and_iris_at_once(stack):

@@ -54,7 +54,7 @@ def _data_hash(ws) -> str:
 
 def test_feedback_export_is_deterministic_and_ordered(tmp_path):
     engine = db.make_engine(f"sqlite:///{tmp_path / 'app.db'}")
-    db.create_tables(engine)
+    db.ensure_schema(engine)
     _log_and_label(engine, "iris", IRIS_ROWS[:2])
     _log_and_label(engine, "iris", IRIS_ROWS[2:])
     path = feedback_data.export(engine, "iris", tmp_path)
@@ -91,7 +91,7 @@ def test_feedback_rows_join_the_train_split_of_the_next_version(
     name = IRIS.registered_name
     ws = workspace.create(tmp_path / "ws", params_file=TEST_PARAMS)
     engine = db.make_engine(os.environ["DATABASE_URL"])  # registry_copy's private app database
-    db.create_tables(engine)
+    db.ensure_schema(engine)
     _log_and_label(engine, "iris", IRIS_ROWS)
     _log_and_label(engine, "housing", [([3.0, 20.0, 5.0, 1.0, 900.0, 3.0, 36.0, -120.0], 1.5)])
     engine.dispose()
