@@ -18,11 +18,13 @@ def _blueprints() -> list:
     from app.health import blp as health
     from app.jobs import blp as jobs
     from app.metrics_api import blp as metrics
+    from app.mlflow_scoring import blp as mlflow_scoring
     from app.models_api import blp as models
     from app.predict import blp as predict
     from app.prediction_log_api import blp as predictions
+    from app.v2 import blp as v2
 
-    return [predict, models, feedback, predictions, health, metrics, jobs]
+    return [predict, v2, mlflow_scoring, models, feedback, predictions, health, metrics, jobs]
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:

@@ -31,6 +31,18 @@ class ApiSettings(Settings):
     max_content_length: int = env(
         "MAX_CONTENT_LENGTH", 8 * 1024 * 1024, "largest request body in bytes (413 beyond)"
     )
+    pinned_versions_max: int = env(
+        "PINNED_VERSIONS_MAX",
+        4,
+        "pinned versions (not the champion) each API worker keeps loaded; least recently used "
+        "evicted first",
+    )
+    pinned_versions_max_mb: float = env(
+        "PINNED_VERSIONS_MAX_MB",
+        256.0,
+        "memory budget of those pinned versions per API worker (MB, estimated from each "
+        "model's serialized size)",
+    )
     prediction_log_enabled: bool = env(
         "PREDICTION_LOG_ENABLED", True, "store every predicted row in the prediction log"
     )

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 import marshmallow as ma
 import orjson
-from flask import Flask, Response, g
+from flask import Blueprint, Flask, Response, current_app, g, request
+from flask.blueprints import BlueprintSetupState
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
@@ -105,6 +107,11 @@ def handle_api_error(exc: ApiError) -> Response:
 
 def handle_http_exception(exc: HTTPException) -> Response:
     """werkzeug's errors (404, 405, 413, ...) and flask-smorest/webargs aborts."""
+    protocol = _unrouted_protocol_handler()
+    return protocol(exc) if protocol is not None else _http_error(exc)
+
+
+def _http_error(exc: HTTPException) -> Response:
     code = exc.code or 500
     data = getattr(exc, "data", None) or {}
     errors = data.get("errors") or data.get("messages")
@@ -142,6 +149,92 @@ def handle_unexpected(exc: Exception) -> Response:
     info = g.get("rq")
     log.exception("unhandled error", extra={"request_id": info.request_id if info else None})
     return error_response(500, "Internal server error; quote the request id when reporting it.")
+
+
+def answer_error(exc: Exception) -> Response:
+    """The response the app gives for exc, in the one shape."""
+    if isinstance(exc, ApiError):
+        return handle_api_error(exc)
+    if isinstance(exc, HTTPException):
+        return _http_error(exc)
+    if isinstance(exc, SQLAlchemyError):
+        return handle_storage_error(exc)
+    return handle_unexpected(exc)
+
+
+def error_text(message: str, errors: dict[str, Any] | None, limit: int = 2000) -> str:
+    """message followed by every field error, for protocols whose errors are one string.
+
+    {"instances": {"3": {"MedInc": ["Must be ..."]}}} reads "row 3, MedInc: Must be ...".
+    """
+    parts: list[str] = []
+
+    def walk(path: list[str], node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                key = str(key)
+                step = (
+                    []
+                    if key in ("instances", "_schema")
+                    else [f"row {key}" if key.isdigit() else key]
+                )
+                walk(path + step, value)
+        else:
+            texts = node if isinstance(node, list) else [node]
+            where = ", ".join(path)
+            parts.append(
+                f"{where}: {' '.join(map(str, texts))}" if where else " ".join(map(str, texts))
+            )
+
+    walk([], errors or {})
+    text = message if not parts else f"{message.rstrip('.')}: {'; '.join(parts)}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# app.extensions key: URL prefix of a standard protocol -> its error handler.
+PROTOCOL_ERRORS = "protocol_errors"
+# A protocol's error body from (status, message, field errors): (status to answer, body).
+ErrorRenderer = Callable[[int, str, dict[str, Any] | None], tuple[int, dict[str, Any]]]
+
+
+def register_protocol_errors(blueprint: Blueprint, render: ErrorRenderer) -> None:
+    """Answer errors raised in blueprint's views in another protocol's body shape.
+
+    Which status, which headers, what is logged and that a 500 tells nothing internal stay as
+    for every endpoint; render only rewrites the body (and may map a status, e.g. 422 to 400).
+    """
+
+    def handle(exc: Exception) -> Response:
+        response = answer_error(exc)
+        body = orjson.loads(response.get_data())
+        status, payload = render(body["code"], body["message"], body.get("errors"))
+        try:
+            data = orjson.dumps(payload)
+        except TypeError:  # lone surrogates echoed from client input
+            data = json.dumps(payload).encode()
+        response.set_data(data)
+        response.status_code = status
+        return response
+
+    blueprint.register_error_handler(Exception, handle)
+
+    def remember(state: BlueprintSetupState) -> None:
+        # A path under the prefix that matches no route (404, 405) is no blueprint's error:
+        # handle_http_exception finds the protocol's shape here.
+        prefix = state.url_prefix or blueprint.url_prefix or ""
+        state.app.extensions.setdefault(PROTOCOL_ERRORS, {})[prefix.rstrip("/")] = handle
+
+    blueprint.record_once(remember)
+
+
+def _unrouted_protocol_handler() -> Callable[[Exception], Response] | None:
+    """The protocol error handler owning the path of a request no route matched, if any."""
+    if request.url_rule is not None:
+        return None
+    for prefix, handler in current_app.extensions.get(PROTOCOL_ERRORS, {}).items():
+        if prefix and (request.path == prefix or request.path.startswith(prefix + "/")):
+            return handler
+    return None
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -39,7 +39,7 @@ def json_required(view: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _read_body() -> bytes:
+def read_body() -> bytes:
     """The raw body; 413 past MAX_CONTENT_LENGTH, whether or not it declares a length."""
     # A declared Content-Length over the limit raises RequestEntityTooLarge here.
     raw = request.get_data(cache=False)
@@ -69,7 +69,12 @@ def _syntax_error(exc: Exception) -> str:
 def read_json_body() -> Any:
     """The parsed body of the current request, or an ApiError with the right status."""
     require_json_content_type()
-    raw = _read_body()
+    raw = read_body()
+    return parse_json(raw)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A JSON document read from raw bytes, or an ApiError 400 saying what is wrong with it."""
     if not raw:
         raise ApiError(400, "Malformed JSON: the request body is empty.")
     try:

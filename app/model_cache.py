@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from core import metrics
+from core import compiled, metrics
 from core import registry as core_registry
 from core.registry import VersionInfo
 from core.specs import ALIAS_CHAMPION, ModelSpec
@@ -39,10 +39,12 @@ class ServedModel:
 
     spec: ModelSpec
     version: str
-    model: Any
+    model: Any  # a scikit-learn pipeline, or its compiled form (core.compiled.CompiledModel)
     info: VersionInfo
     algorithm: str
     loaded_at: str
+    runtime: str = compiled.RUNTIME_SKLEARN  # what computes predictions (core.compiled)
+    runtime_reason: str | None = None  # why scikit-learn does, when it does
     classes: tuple[str, ...] = ()
     has_proba: bool = False
     # Column order mapping model.classes_ -> spec.classes for the prediction log; None when
@@ -66,6 +68,8 @@ class ServedModel:
             "alias": ALIAS_CHAMPION,
             "run_id": self.info.run_id,
             "algorithm": self.algorithm,
+            "runtime": self.runtime,
+            "runtime_reason": self.runtime_reason,
             "metrics": self.info.tag_json("metrics", {}),
             "params": self.info.tag_json("params", {}),
             "features": self.spec.feature_names,
@@ -104,9 +108,33 @@ def _estimator_name(model: Any) -> str:
     return type(final).__name__
 
 
-def build_served_model(spec: ModelSpec, info: VersionInfo, model: Any) -> ServedModel:
-    """Warm model with spec's example row and check its outputs; ModelLoadError if unusable."""
+def probe_rows(spec: ModelSpec) -> np.ndarray:
+    """Rows a loaded version is warmed and checked with: the example record, and two more."""
     x = np.asarray([[spec.example_row()[name] for name in spec.feature_names]], dtype=np.float64)
+    return np.vstack([x, x * 0.5, x * 2.0])
+
+
+def load_served_model(
+    registry: ModuleType | Any, spec: ModelSpec, info: VersionInfo
+) -> ServedModel:
+    """Load a registered version in the form that serves it (its compiled form when it has one
+    that loads and agrees with scikit-learn on the probe rows), warmed and checked."""
+    pipeline, files = registry.load_model_and_files(spec.registered_name, info.version)
+    serving = compiled.for_serving(spec.task, pipeline, files, info.tags, probe_rows(spec))
+    return build_served_model(
+        spec, info, serving.model, runtime=serving.runtime, runtime_reason=serving.reason
+    )
+
+
+def build_served_model(
+    spec: ModelSpec,
+    info: VersionInfo,
+    model: Any,
+    runtime: str = compiled.RUNTIME_SKLEARN,
+    runtime_reason: str | None = None,
+) -> ServedModel:
+    """Warm model with spec's example row and check its outputs; ModelLoadError if unusable."""
+    x = probe_rows(spec)[:1]
     n_in = getattr(model, "n_features_in_", len(spec.features))
     if n_in != len(spec.features):
         raise ModelLoadError(f"model expects {n_in} features, the spec has {len(spec.features)}")
@@ -153,6 +181,8 @@ def build_served_model(spec: ModelSpec, info: VersionInfo, model: Any) -> Served
         info=info,
         algorithm=algorithm,
         loaded_at=_now_iso(),
+        runtime=runtime,
+        runtime_reason=runtime_reason,
         classes=classes,
         has_proba=has_proba,
         to_spec_columns=to_spec_columns,
@@ -297,8 +327,7 @@ class ModelCache:
     ) -> str:
         started = time.perf_counter()
         try:
-            model = self.registry.load_model(spec.registered_name, info.version)
-            served = build_served_model(spec, info, model)
+            served = load_served_model(self.registry, spec, info)
         except Exception as exc:  # a bad version must not stop the old one serving
             if state.failed_version == info.version:
                 state.failures += 1
@@ -323,13 +352,19 @@ class ModelCache:
         state.failed_version, state.failures, state.last_error = None, 0, None
         metrics.MODEL_RELOADS.labels(spec.name, "success").inc()
         if current is not None:
-            metrics.MODEL_INFO.labels(spec.name, current.version, current.algorithm).set(0)
-        metrics.MODEL_INFO.labels(spec.name, served.version, served.algorithm).set(1)
+            metrics.MODEL_INFO.labels(
+                spec.name, current.version, current.algorithm, current.runtime
+            ).set(0)
+        metrics.MODEL_INFO.labels(spec.name, served.version, served.algorithm, served.runtime).set(
+            1
+        )
         log.info(
-            "serving %s version %s (was %s), loaded in %.2fs",
+            "serving %s version %s (was %s) with %s%s, loaded in %.2fs",
             spec.registered_name,
             served.version,
             current.version if current else "none",
+            served.runtime,
+            f" ({served.runtime_reason})" if served.runtime_reason else "",
             time.perf_counter() - started,
         )
         return "loaded"

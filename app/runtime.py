@@ -19,6 +19,7 @@ from flask import Flask, current_app
 from sqlalchemy.engine import Engine
 
 from app.model_cache import ModelCache
+from app.version_cache import VersionCache
 from core import db, registry
 from core.db import make_engine, redact
 from core.prediction_log import PredictionLogWriter
@@ -60,7 +61,12 @@ class Runtime:
             "max_pending_rows": config["PREDICTION_LOG_MAX_PENDING_ROWS"],
             "block_seconds": config["PREDICTION_LOG_BLOCK_SECONDS"],
         }
+        self._pinned_limits = {
+            "max_versions": config["PINNED_VERSIONS_MAX"],
+            "max_bytes": int(config["PINNED_VERSIONS_MAX_MB"] * 1024 * 1024),
+        }
         self.cache = self._new_cache()
+        self.versions = self._new_versions()
         self.prediction_log: PredictionLogWriter | None = None
         self._engine: Engine | None = None
         self._engine_pid: int | None = None
@@ -70,6 +76,15 @@ class Runtime:
     def _new_cache(self) -> ModelCache:
         return ModelCache(
             MODEL_SPECS.values(), refresh_seconds=self.refresh_seconds, on_first_ready=freeze_gc
+        )
+
+    def _new_versions(self) -> VersionCache:
+        # Reads the champion through self.cache at each request: it is replaced after a fork.
+        return VersionCache(
+            MODEL_SPECS.values(),
+            champion=lambda name: self.cache.get(name),
+            alias_seconds=self.refresh_seconds,
+            **self._pinned_limits,
         )
 
     @property
@@ -112,6 +127,7 @@ class Runtime:
                 # Threads do not survive fork: build fresh objects rather than reuse state
                 # copied from the parent mid-flight.
                 self.cache = self._new_cache()
+                self.versions = self._new_versions()
                 self.prediction_log = None
             self._started_pid = pid
         if self._log_enabled and self.prediction_log is None:

@@ -1,15 +1,24 @@
-"""Benchmark of the prediction API against a bare Flask route and `mlflow models serve`.
+"""Benchmark of the prediction API against bare Flask and bare FastAPI apps serving the same
+pipelines with scikit-learn.
 
 Not a test: run it by hand on a quiet machine, after `dvc repro` (or `make run`) registered both
 models, with wrk installed (`apt-get install -y wrk`):
 
-    .venv/bin/python -m bench.bench_api [--duration 10] [--connections 8]
+    .venv/bin/python -m bench.bench_api [--duration 10] [--rounds 3] [--connections 8]
 
-Each server runs alone (2 workers) and is driven by wrk with the same duration and connection
-count. The registry is copied to a temp dir first (SQLite registries), so the hot-swap step,
-which registers and promotes a new version under load, leaves the real registry untouched.
-Prints one table: req/s, p50/p99, rows/s, non-2xx, memory (PSS of each server's process tree),
-the ratios the issue sets targets for, and the hot-swap result.
+Every server runs with 2 workers and one BLAS/OpenMP thread each, and loads the same registered
+champions: the API as users get it (validation, metrics, request log, prediction log on, each
+model in the runtime its validation chose), bare Flask under gunicorn sync workers and bare
+FastAPI under uvicorn (bench/bench_api_bare.py: parse JSON, call the scikit-learn pipeline).
+All of them are started up front and driven by `wrk -t1 -c8` in interleaved rounds, so a burst
+of load from elsewhere on the machine hits each alike; each figure is the median of the rounds
+and every ratio comes from this one run. The registry is copied to a temp dir first (SQLite
+registries), so the hot-swap step, which registers and promotes a new version under load,
+leaves the real registry untouched.
+
+Prints: req/s, p50/p99 and rows/s per server and scenario; the ratios the issue sets targets
+for; memory (PSS of each server's process tree, measured alone); in-process single-row latency
+of each model in each runtime; the prediction log's written/dropped rows; the hot-swap result.
 """
 
 from __future__ import annotations
@@ -22,12 +31,14 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +58,7 @@ THREAD_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
+SERVERS = ("api", "flask", "fastapi")
 
 
 @dataclass
@@ -64,17 +76,6 @@ class WrkResult:
     def rows_per_s(self) -> float:
         """Predicted rows per second."""
         return self.requests_per_s * self.rows_per_request
-
-
-@dataclass
-class Server:
-    """A running server under test."""
-
-    name: str
-    proc: subprocess.Popen
-    base_url: str
-    predict_path: dict[str, str]
-    body: dict[str, Any] = field(default_factory=dict)  # builds request bodies per model
 
 
 def free_port() -> int:
@@ -150,14 +151,25 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def run_wrk(url: str, body: Any, seconds: int, connections: int, rows: int = 1) -> WrkResult:
+def run_wrk(
+    url: str, body: Any, seconds: int, connections: int, rows: int = 1, threads: int = 1
+) -> WrkResult:
     """Drive url with POSTs of body for seconds; parse wrk's report."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(body, f)
         body_file = f.name
     try:
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), url],
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                str(LUA),
+                url,
+            ],
             env={**os.environ, "WRK_BODY_FILE": body_file},
             capture_output=True,
             text=True,
@@ -186,69 +198,53 @@ def records(name: str, n: int) -> list[dict[str, float]]:
     return [MODEL_SPECS[name].example_row() for _ in range(n)]
 
 
-def start_ours(env: dict[str, str], port: int) -> subprocess.Popen:
-    """Our API under deploy/gunicorn.conf.py with 2 workers."""
+def body_of(name: str, rows: int) -> Any:
+    """One record, or {"instances": [...]} of rows records."""
+    return records(name, 1)[0] if rows == 1 else {"instances": records(name, rows)}
+
+
+def _popen(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "app:create_app()"],
+        cmd,
         cwd=ROOT,
-        env={**env, "API_PORT": str(port), "WEB_CONCURRENCY": "2"},
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+
+def start_ours(env: dict[str, str], port: int) -> subprocess.Popen:
+    """Our API under deploy/gunicorn.conf.py with 2 workers."""
+    cmd = [str(BIN / "gunicorn"), "-c", "deploy/gunicorn.conf.py", "app:create_app()"]
+    return _popen(cmd, {**env, "API_PORT": str(port), "WEB_CONCURRENCY": "2"})
 
 
 def start_bare(env: dict[str, str], port: int) -> subprocess.Popen:
-    """The bare Flask route, same gunicorn worker model and count."""
-    return subprocess.Popen(
-        [
-            str(BIN / "gunicorn"),
-            "-w",
-            "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--no-control-socket",
-            "bench.bench_api_bare:create_app()",
-        ],
-        cwd=ROOT,
-        env={**env, **THREAD_ENV},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    """The bare Flask app, same gunicorn worker model and count."""
+    cmd = [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "--no-control-socket"]
+    return _popen([*cmd, "bench.bench_api_bare:create_app()"], {**env, **THREAD_ENV})
 
 
-def start_mlflow(env: dict[str, str], port: int, registered_name: str) -> subprocess.Popen:
-    """`mlflow models serve` of one champion, 2 workers, local env."""
-    return subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            f"models:/{registered_name}@champion",
-            "--env-manager",
-            "local",
-            "-w",
-            "2",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=ROOT,
-        env={**env, **THREAD_ENV},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+def start_fastapi(env: dict[str, str], port: int) -> subprocess.Popen:
+    """The bare FastAPI app under uvicorn, 2 workers."""
+    cmd = [str(BIN / "uvicorn"), "--workers", "2", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--log-level", "warning", "--no-access-log", "--factory"]
+    return _popen([*cmd, "bench.bench_api_bare:create_fastapi_app"], {**env, **THREAD_ENV})
+
+
+STARTERS: dict[str, Callable[[dict[str, str], int], subprocess.Popen]] = {
+    "api": start_ours,
+    "flask": start_bare,
+    "fastapi": start_fastapi,
+}
+READY_PATH = {"api": "/health/ready", "flask": "/ready", "fastapi": "/ready"}
 
 
 def isolated_registry(workdir: Path) -> dict[str, str]:
     """Environment pointing at a copy of the registry (SQLite) so the bench cannot change it."""
     uri = settings.mlflow_tracking_uri()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    # mlflow serve execs `uvicorn` by name: the venv's bin must be on PATH.
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["DATABASE_URL"] = f"sqlite:///{workdir / 'bench-app.db'}"
     if uri.startswith("sqlite:///"):
@@ -258,6 +254,7 @@ def isolated_registry(workdir: Path) -> dict[str, str]:
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{dst}"
     else:
         env["MLFLOW_TRACKING_URI"] = uri
+    env["MLFLOW_REGISTRY_URI"] = env["MLFLOW_TRACKING_URI"]
     return env
 
 
@@ -299,6 +296,12 @@ def prediction_log_counts(base_url: str) -> dict[str, float]:
     return counts
 
 
+def served_runtimes(base_url: str) -> dict[str, str]:
+    """Which runtime serves each model, from /models/info."""
+    models = requests.get(f"{base_url}/models/info", timeout=10).json()["models"]
+    return {m["name"]: m.get("runtime") or "?" for m in models}
+
+
 def hot_swap(base_url: str, master_pid: int, seconds: int, connections: int) -> dict[str, Any]:
     """Promote a new iris version during a wrk run; time until every worker serves it."""
     workers = set(tree_pids(master_pid)) - {master_pid}
@@ -327,40 +330,59 @@ def hot_swap(base_url: str, master_pid: int, seconds: int, connections: int) -> 
 
     watcher = threading.Thread(target=promote_and_watch)
     watcher.start()
-    load = run_wrk(f"{base_url}/predict/iris", records("iris", 1)[0], seconds, connections)
+    load = run_wrk(f"{base_url}/predict/iris", body_of("iris", 1), seconds, connections)
     watcher.join()
     result["load"] = load
     return result
 
 
-@dataclass
-class Target:
-    """One server under test: how to reach it and what to send."""
+def in_process_latency(repeats: int = 2000) -> dict[str, dict[str, float]]:
+    """Median single-row and per-row (1,000-row batch) latency of each model in each runtime it
+    can run in here, one thread, in µs."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
 
-    name: str
-    proc: subprocess.Popen
-    base: str
-    urls: dict[str, str]  # model -> predict URL
-    body: Any  # (model, rows) -> request body
-    settle: Any = None  # called before each timed run (drains the prediction log)
+    from core import compiled
 
-
-def _api_body(name: str, k: int) -> Any:
-    return records(name, 1)[0] if k == 1 else {"instances": records(name, k)}
-
-
-def _mlflow_body(name: str, k: int) -> Any:
-    return {"dataframe_records": records(name, k)}
+    out: dict[str, dict[str, float]] = {}
+    with threadpool_limits(limits=1):
+        for name, spec in MODEL_SPECS.items():
+            info = registry.champion(spec.registered_name)
+            pipeline, files = registry.load_model_and_files(spec.registered_name, info.version)
+            probe = np.asarray([list(spec.example_row().values())], dtype=np.float64)
+            runtimes = {"sklearn": pipeline}
+            serving = compiled.for_serving(spec.task, pipeline, files, info.tags, probe)
+            if serving.runtime != compiled.RUNTIME_SKLEARN:
+                runtimes[serving.runtime] = serving.model
+            batch = probe * np.linspace(0.5, 1.5, 1000)[:, None]  # varied, valid rows
+            for runtime, model in runtimes.items():
+                call = model.predict if spec.task == "regression" else model.predict_proba
+                call(probe)
+                timings = []
+                for i in range(repeats):
+                    row = batch[i % 1000 : i % 1000 + 1]
+                    started = time.perf_counter()
+                    call(row)
+                    timings.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                for _ in range(20):
+                    call(batch)
+                per_row = (time.perf_counter() - started) / 20 / len(batch)
+                out[f"{name} {runtime}"] = {
+                    "single_us": statistics.median(timings) * 1e6,
+                    "batch_us_per_row": per_row * 1e6,
+                }
+    return out
 
 
 def main() -> None:
     """Run every server and scenario; print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=2, help="runs per server and scenario")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per scenario")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--batch-rows", type=int, default=1000)
-    parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--skip-swap", action="store_true", help="no hot-swap measurement")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -374,172 +396,150 @@ def main() -> None:
             sys.exit(f"{spec.registered_name} has no @champion: run `dvc repro` first")
 
     d, c, n = args.duration, args.connections, args.batch_rows
-    targets: list[Target] = []
+    procs: dict[str, subprocess.Popen] = {}
+    bases: dict[str, str] = {}
+    results: dict[tuple[str, str], list[WrkResult]] = {}
+    drains: list[float] = []
     try:
-        # Every server is started up front and the scenarios alternate between them, so a
-        # burst of load from elsewhere on the machine hits all of them alike; each
-        # (server, scenario) keeps its best of --rounds runs.
-        port = free_port()
-        api = start_ours({**env, "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prom")}, port)
-        api_base = f"http://127.0.0.1:{port}"
-        drains: list[float] = []
-        targets.append(
-            Target(
-                "api",
-                api,
-                api_base,
-                {m: f"{api_base}/predict/{m}" for m in MODEL_SPECS},
-                _api_body,
-                lambda: drains.append(drain_prediction_log(api_base, api.pid)),
-            )
-        )
-        port = free_port()
-        bare = start_bare(env, port)
-        bare_base = f"http://127.0.0.1:{port}"
-        targets.append(
-            Target(
-                "bare",
-                bare,
-                bare_base,
-                {m: f"{bare_base}/predict/{m}" for m in MODEL_SPECS},
-                _api_body,
-            )
-        )
-        mlflow_targets = []
-        if not args.skip_mlflow:
-            for name, spec in MODEL_SPECS.items():
-                port = free_port()
-                proc = start_mlflow(env, port, spec.registered_name)
-                base = f"http://127.0.0.1:{port}"
-                mlflow_targets.append(
-                    Target(
-                        f"mlflow serve ({name})",
-                        proc,
-                        base,
-                        {name: f"{base}/invocations"},
-                        _mlflow_body,
-                    )
-                )
-        targets.extend(mlflow_targets)
+        for server in SERVERS:
+            port = free_port()
+            server_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"prom-{server}")}
+            procs[server] = STARTERS[server](server_env, port)
+            bases[server] = f"http://127.0.0.1:{port}"
+        for server in SERVERS:
+            wait_http(bases[server] + READY_PATH[server], 240)
+        runtimes = served_runtimes(bases["api"])
 
-        wait_http(f"{api_base}/health/ready", 180)
-        wait_http(f"{bare_base}/ready", 180)
-        for _ in range(8):  # every bare worker loads its models before the timed runs
-            requests.get(f"{bare_base}/ready", timeout=60)
-        for target in mlflow_targets:
-            wait_http(f"{target.base}/ping", 180)
+        def settle(server: str) -> None:
+            if server == "api":  # the API's prediction log holds no backlog into the next run
+                drains.append(drain_prediction_log(bases["api"], procs["api"].pid))
 
-        best: dict[tuple[str, str], WrkResult] = {}
         plan = [(m, 1) for m in MODEL_SPECS] + [(m, n) for m in MODEL_SPECS]
-        for name, k in plan:
-            scenario = f"{name} x{k}"
-            for _ in range(args.rounds):
-                for target in targets:
-                    if name not in target.urls or (k > 1 and target.name.startswith("mlflow")):
-                        continue
-                    url, body = target.urls[name], target.body(name, k)
-                    server = "mlflow serve" if target.name.startswith("mlflow") else target.name
-                    if target.settle:
-                        target.settle()
-                    run_wrk(url, body, 1, c, rows=k)  # warm-up
-                    if target.settle:
-                        target.settle()
-                    result = run_wrk(url, body, d, c, rows=k)
-                    key = (server, scenario)
-                    if key not in best or result.requests_per_s > best[key].requests_per_s:
-                        best[key] = result
-        rows = [(server, scenario, result) for (server, scenario), result in best.items()]
-        log_counts = prediction_log_counts(api_base)
+        for round_no in range(args.rounds):
+            for name, k in plan:
+                scenario = f"{name} x{k}"
+                # Rotate who goes first, so no server always follows the same neighbour.
+                order = SERVERS[round_no % 3 :] + SERVERS[: round_no % 3]
+                for server in order:
+                    url = f"{bases[server]}/predict/{name}"
+                    settle(server)
+                    run_wrk(url, body_of(name, k), 1, c, rows=k)  # warm-up
+                    settle(server)
+                    result = run_wrk(url, body_of(name, k), d, c, rows=k)
+                    results.setdefault((server, scenario), []).append(result)
+                    print(
+                        f"round {round_no + 1}: {server:<8} {scenario:<14} "
+                        f"{result.requests_per_s:>8.0f} req/s  p99 {result.p99_ms:.1f} ms",
+                        flush=True,
+                    )
+        log_counts = prediction_log_counts(bases["api"])
         log_counts["max_drain_s"] = max(drains) if drains else 0.0
     finally:
-        for target in targets:
-            stop(target.proc)
+        for proc in procs.values():
+            stop(proc)
 
     # Memory: PSS splits pages shared between processes among all of them, also across
     # servers; so each server is measured alone, after the same short load.
     memory: dict[str, float] = {}
     swap: dict[str, Any] = {}
-    starters = [("api (2 models)", "api"), ("bare flask (2 models)", "bare")]
-    if not args.skip_mlflow:
-        starters += [(f"mlflow serve ({m})", m) for m in MODEL_SPECS]
-    for label, kind in starters:
+    for server in SERVERS:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        if kind == "api":
-            proc = start_ours({**env, "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prom2")}, port)
-            wait_http(f"{base}/health/ready", 180)
-            urls, body = {m: f"{base}/predict/{m}" for m in MODEL_SPECS}, _api_body
-        elif kind == "bare":
-            proc = start_bare(env, port)
-            wait_http(f"{base}/ready", 180)
-            for _ in range(8):
-                requests.get(f"{base}/ready", timeout=60)
-            urls, body = {m: f"{base}/predict/{m}" for m in MODEL_SPECS}, _api_body
-        else:
-            proc = start_mlflow(env, port, MODEL_SPECS[kind].registered_name)
-            wait_http(f"{base}/ping", 180)
-            urls, body = {kind: f"{base}/invocations"}, _mlflow_body
+        proc = STARTERS[server]({**env, "PROMETHEUS_MULTIPROC_DIR": str(workdir / "mem")}, port)
         try:
-            for name, url in urls.items():
-                run_wrk(url, body(name, 1), 3, c)
-                run_wrk(url, body(name, n), 3, c, rows=n)
-            if kind == "api":
+            wait_http(base + READY_PATH[server], 240)
+            for name in MODEL_SPECS:
+                run_wrk(f"{base}/predict/{name}", body_of(name, 1), 3, c)
+                run_wrk(f"{base}/predict/{name}", body_of(name, n), 3, c, rows=n)
+            if server == "api":
                 drain_prediction_log(base, proc.pid)
-            memory[label] = pss_mb(proc.pid)
-            if kind == "api":
+            memory[server] = pss_mb(proc.pid)
+            if server == "api" and not args.skip_swap:
                 swap = hot_swap(base, proc.pid, max(d, 12), c)
         finally:
             stop(proc)
 
-    rows.sort(key=lambda r: (["api", "bare", "mlflow serve"].index(r[0]), r[1]))
-    report(rows, memory, swap, n, c, d, log_counts, args.rounds)
+    latency = in_process_latency()
+    medians = {key: median_result(runs) for key, runs in results.items()}
+    report(medians, memory, swap, latency, runtimes, n, args, log_counts)
     shutil.rmtree(workdir, ignore_errors=True)
 
 
+def median_result(runs: list[WrkResult]) -> WrkResult:
+    """The median of each figure over the rounds (errors are summed)."""
+    return WrkResult(
+        statistics.median(r.requests_per_s for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        sum(r.non_2xx for r in runs),
+        sum(r.socket_errors for r in runs),
+        runs[0].rows_per_request,
+    )
+
+
 def report(
-    rows: list[tuple[str, str, WrkResult]],
+    results: dict[tuple[str, str], WrkResult],
     memory: dict[str, float],
     swap: dict[str, Any],
+    latency: dict[str, dict[str, float]],
+    runtimes: dict[str, str],
     n: int,
-    c: int,
-    d: int,
+    args: argparse.Namespace,
     log_counts: dict[str, float],
-    rounds: int,
 ) -> None:
     """Print the results table and the target ratios."""
     print(
-        f"\nwrk: {c} connections, {d}s per run, best of {rounds} alternating runs, "
-        f"2 workers per server, {os.cpu_count()} CPUs\n"
+        f"\nwrk -t1 -c{args.connections} -d{args.duration}s, median of {args.rounds} interleaved "
+        f"rounds, 2 workers per server, one BLAS thread, {os.cpu_count()} CPUs; the API serves "
+        + ", ".join(f"{m} with {r}" for m, r in runtimes.items())
+        + "\n"
     )
     print(
-        f"{'server':<14} {'scenario':<16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'server':<9} {'scenario':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'rows/s':>11} {'non-2xx':>8}"
     )
-    for server, scenario, r in rows:
+    for (server, scenario), r in sorted(
+        results.items(), key=lambda kv: (kv[0][1], SERVERS.index(kv[0][0]))
+    ):
         print(
-            f"{server:<14} {scenario:<16} {r.requests_per_s:>9.0f} {r.p50_ms:>8.2f} "
+            f"{server:<9} {scenario:<14} {r.requests_per_s:>9.0f} {r.p50_ms:>8.2f} "
             f"{r.p99_ms:>8.2f} {r.rows_per_s:>11.0f} {r.non_2xx + r.socket_errors:>8}"
         )
-    by = {(s, sc): r for s, sc, r in rows}
-    print("\nratios (targets: api/bare >= 0.80 single, >= 0.50 batch rows/s; api/mlflow >= 10)")
-    for name in MODEL_SPECS:
-        api, bare = by.get(("api", f"{name} x1")), by.get(("bare", f"{name} x1"))
-        mlf = by.get(("mlflow serve", f"{name} x1"))
-        line = f"  {name:<8} single: api/bare {api.requests_per_s / bare.requests_per_s:.2f}"
-        if mlf:
-            line += f", api/mlflow {api.requests_per_s / mlf.requests_per_s:.1f}x"
-        api_b, bare_b = by.get(("api", f"{name} x{n}")), by.get(("bare", f"{name} x{n}"))
-        line += f"; batch x{n} rows/s: api/bare {api_b.rows_per_s / bare_b.rows_per_s:.2f}"
-        print(line)
-    if log_counts:
-        print(
-            f"\nprediction log (api): {log_counts['written']:.0f} rows written, "
-            f"{log_counts['dropped']:.0f} dropped; longest drain after a run "
-            f"{log_counts['max_drain_s']:.1f} s"
+
+    def ratio(scenario: str, other: str, rows: bool = False) -> float:
+        api, base = results[("api", scenario)], results[(other, scenario)]
+        return (
+            (api.rows_per_s / base.rows_per_s)
+            if rows
+            else (api.requests_per_s / base.requests_per_s)
         )
-    print("\nmemory (PSS of the whole process tree)")
-    for name, mb in memory.items():
-        print(f"  {name:<24} {mb:>7.0f} MB")
+
+    print("\nratios from this run (targets in brackets)")
+    for name in MODEL_SPECS:
+        single, batch = f"{name} x1", f"{name} x{n}"
+        api_p99 = results[("api", single)].p99_ms
+        batch_p99 = results[("api", batch)].p99_ms / results[("flask", batch)].p99_ms
+        print(
+            f"  {name:<8} single req/s: api/flask {ratio(single, 'flask'):.2f} [>= 1.3], "
+            f"api/fastapi {ratio(single, 'fastapi'):.2f} [>= 1.0]; p99 {api_p99:.1f} ms [<= 8]"
+        )
+        print(
+            f"  {'':<8} x{n} rows/s: api/flask {ratio(batch, 'flask', rows=True):.2f} [>= 1.0], "
+            f"api/fastapi {ratio(batch, 'fastapi', rows=True):.2f}; p99 api/flask "
+            f"{batch_p99:.2f} [<= 2]"
+        )
+    print(
+        f"\nprediction log (api): {log_counts['written']:.0f} rows written, "
+        f"{log_counts['dropped']:.0f} dropped; longest drain after a run "
+        f"{log_counts['max_drain_s']:.1f} s"
+    )
+    print("\nmemory (PSS of the whole process tree: master + 2 workers, both models)")
+    for server, mb in memory.items():
+        target = " [<= 400]" if server == "api" else ""
+        print(f"  {server:<9} {mb:>7.0f} MB{target}")
+    print("\nin-process latency, one thread (µs): single row / per row of a 1,000-row batch")
+    for key, figures in latency.items():
+        print(f"  {key:<24} {figures['single_us']:>8.1f} / {figures['batch_us_per_row']:>6.2f}")
     if swap:
         load = swap["load"]
         print(

@@ -1,8 +1,11 @@
-"""The benchmark's baseline: a bare Flask route that only parses JSON and predicts.
+"""The benchmark's baselines: bare apps that only parse JSON and call the same pipelines.
 
-Run: OMP_NUM_THREADS=1 gunicorn -w 2 "bench.bench_api_bare:create_app()"
-It loads each champion once per worker (lazily) and has no validation, logging, metrics or
-hot swap, which is what the full API is measured against.
+    OMP_NUM_THREADS=1 gunicorn -w 2 "bench.bench_api_bare:create_app()"
+    OMP_NUM_THREADS=1 uvicorn --workers 2 --factory bench.bench_api_bare:create_fastapi_app
+
+Each worker loads the champion of every model from the registry (scikit-learn, as
+`registry.load_model` gives it) when it starts, and has no validation, logging, metrics or hot
+swap: what the full API is measured against.
 """
 
 from __future__ import annotations
@@ -10,41 +13,66 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flask import Flask, jsonify, request
 
 from core import registry
 from core.specs import MODEL_SPECS
 
 
-def create_app() -> Flask:
-    """The bare app."""
-    app = Flask(__name__)
-    models: dict[str, Any] = {}
+def load_champions() -> dict[str, Any]:
+    """Every model's champion as its scikit-learn pipeline."""
+    registry.configure()
+    models = {}
+    for name, spec in MODEL_SPECS.items():
+        info = registry.champion(spec.registered_name)
+        models[name] = registry.load_model(info.registered_name, info.version)
+    return models
 
-    def model_for(name: str) -> Any:
-        if name not in models:
-            registry.configure()
-            info = registry.champion(MODEL_SPECS[name].registered_name)
-            models[name] = registry.load_model(info.registered_name, info.version)
-        return models[name]
+
+def predict(models: dict[str, Any], name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """What both bare apps answer: the pipeline's predictions for one record or a batch."""
+    spec = MODEL_SPECS[name]
+    rows = data.get("instances", [data])
+    x = np.array([[row[f] for f in spec.feature_names] for row in rows], dtype=float)
+    model = models[name]
+    if spec.task == "regression":
+        return {"predictions": model.predict(x).tolist()}
+    proba = model.predict_proba(x)
+    labels = model.classes_[proba.argmax(axis=1)].tolist()
+    return {"predictions": labels, "probabilities": proba.tolist()}
+
+
+def create_app():
+    """The bare Flask app (gunicorn sync workers, as the API)."""
+    from flask import Flask, jsonify, request
+
+    app = Flask(__name__)
+    models = load_champions()
 
     @app.post("/predict/<name>")
-    def predict(name: str):
-        spec = MODEL_SPECS[name]
-        model = model_for(name)
-        data = request.get_json()
-        rows = data.get("instances", [data])
-        x = np.array([[row[f] for f in spec.feature_names] for row in rows], dtype=float)
-        if spec.task == "regression":
-            return jsonify({"predictions": model.predict(x).tolist()})
-        proba = model.predict_proba(x)
-        labels = model.classes_[proba.argmax(axis=1)].tolist()
-        return jsonify({"predictions": labels, "probabilities": proba.tolist()})
+    def predict_route(name: str):
+        return jsonify(predict(models, name, request.get_json()))
 
     @app.get("/ready")
     def ready():
-        for name in MODEL_SPECS:
-            model_for(name)
+        return {"status": "ready"}
+
+    return app
+
+
+def create_fastapi_app():
+    """The bare FastAPI app (uvicorn workers)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+    models = load_champions()
+
+    @app.post("/predict/{name}")
+    async def predict_route(name: str, request: Request) -> JSONResponse:
+        return JSONResponse(predict(models, name, await request.json()))
+
+    @app.get("/ready")
+    async def ready() -> dict[str, str]:
         return {"status": "ready"}
 
     return app

@@ -58,8 +58,9 @@ MODEL_PREDICTED_CLASS = Counter(
 # workers' files are dropped by mark_process_dead, so the series follow what is really served.
 MODEL_INFO = Gauge(
     "model_info",
-    "1 for the model version a worker serves, 0 for versions it served before.",
-    ["model", "version", "algorithm"],
+    "1 for the model version a worker serves, 0 for versions it served before; runtime is what "
+    "computes its predictions (sklearn, treelite or onnxruntime).",
+    ["model", "version", "algorithm", "runtime"],
     multiprocess_mode="livemax",
 )
 MODEL_RELOADS = Counter(

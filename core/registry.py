@@ -292,7 +292,64 @@ def load_model(registered_name: str, version: str) -> Any:
     return mlflow.sklearn.load_model(model_uri(registered_name, version))
 
 
+# Where mlflow's log_model(extra_files=...) puts files inside a logged model's folder.
+EXTRA_FILES_DIR = "extra_files"
+
+
+def load_model_and_files(registered_name: str, version: str) -> tuple[Any, dict[str, bytes]]:
+    """One version's scikit-learn object and the extra files logged with it (name -> bytes),
+    from one download of its folder."""
+    import tempfile
+
+    import mlflow.artifacts
+    import mlflow.sklearn
+
+    _check_store()
+    with tempfile.TemporaryDirectory(prefix="model-") as tmp:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri(registered_name, version), dst_path=tmp
+            )
+        )
+        model = mlflow.sklearn.load_model(str(local))
+        extra = local / EXTRA_FILES_DIR
+        files = (
+            {path.name: path.read_bytes() for path in extra.iterdir() if path.is_file()}
+            if extra.is_dir()
+            else {}
+        )
+    return model, files
+
+
 DRIFT_REFERENCE_ARTIFACT = "drift_reference.json"
+# The validate stage's report, logged by the register stage with every version it registers.
+VALIDATION_REPORT_ARTIFACT = "reports/validation.json"
+
+
+def load_validation_report(registered_name: str, version: str) -> dict[str, Any] | None:
+    """The validate stage's report stored with a version's run; None when it has none.
+
+    Raises NotFound for an unknown version; other registry or artifact-store failures propagate
+    (the caller cannot tell "no report" from "store down" otherwise).
+    """
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    info = get_version(registered_name, version)
+    if not info.run_id:
+        return None
+    uri = f"runs:/{info.run_id}/{VALIDATION_REPORT_ARTIFACT}"
+    try:
+        report = mlflow.artifacts.load_dict(uri)
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            return None
+        raise
+    except (FileNotFoundError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError) or "No such file" in str(exc):
+            return None
+        raise
+    return report if isinstance(report, dict) else None
 
 
 def load_drift_reference(registered_name: str, version: str) -> dict[str, Any] | None:

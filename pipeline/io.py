@@ -30,6 +30,16 @@ def model_dir(model: str) -> Path:
     return Path("models") / model
 
 
+def compiled_dir(model: str) -> Path:
+    """Folder holding the compiled form of the fitted model (core.compiled.Manifest + artefact)."""
+    return model_dir(model) / "compiled"
+
+
+def read_compiled(model: str) -> dict[str, bytes]:
+    """Every file of compiled_dir(model) by name (what register logs with the version)."""
+    return {p.name: p.read_bytes() for p in sorted(compiled_dir(model).iterdir()) if p.is_file()}
+
+
 def drift_reference_file(model: str) -> Path:
     """Training-data drift reference; the file name is also its MLflow artifact name."""
     return model_dir(model) / DRIFT_REFERENCE_ARTIFACT

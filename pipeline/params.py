@@ -166,6 +166,10 @@ def check(params: dict[str, Any]) -> None:
                         f"{where}.candidates.{algo}.{key} must not be negative, got {value}"
                     )
 
+        where = f"compile.{model}"
+        if not isinstance(_required(_stage(params, "compile", model), where, "enabled"), bool):
+            raise ParamsError(f"{where}.enabled must be true or false")
+
         if spec.task == "classification":
             where = f"evaluate.{model}"
             folds = _required(_stage(params, "evaluate", model), where, "cv_folds")

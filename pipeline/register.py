@@ -16,7 +16,7 @@ import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
 
-from core import registry
+from core import compiled, registry
 from core.specs import get_spec
 from pipeline import io, params
 from pipeline.metrics import holdout_metrics
@@ -82,8 +82,21 @@ def gate(model: str, metrics: dict[str, float], min_improvement: float) -> dict[
     return result
 
 
-def log_candidate(model: str, estimator: Any, train: dict, metrics: dict, tags: dict) -> str:
-    """Log params, metrics, plots, drift reference and model to the train run; returns its URI."""
+def compiled_files(model: str, serving: dict[str, Any]) -> list[str]:
+    """The compiled form's files to store with the version: none unless it serves."""
+    if serving.get("runtime", compiled.RUNTIME_SKLEARN) == compiled.RUNTIME_SKLEARN:
+        return []
+    return [str(path) for path in sorted(io.compiled_dir(model).iterdir()) if path.is_file()]
+
+
+def log_candidate(
+    model: str, estimator: Any, train: dict, metrics: dict, tags: dict, extra_files: list[str]
+) -> str:
+    """Log params, metrics, plots, drift reference and model to the train run; returns its URI.
+
+    extra_files (the compiled form) go into the logged model's folder, so they belong to the
+    version exactly as its scikit-learn model does.
+    """
     import skops.io
 
     spec = get_spec(model)
@@ -112,6 +125,7 @@ def log_candidate(model: str, estimator: Any, train: dict, metrics: dict, tags: 
             serialization_format="skops",
             skops_trusted_types=trusted,
             pip_requirements=[f"{p}=={pkg_version(p)}" for p in SERVING_PACKAGES],
+            extra_files=extra_files or None,
         )
     return info.model_uri
 
@@ -129,6 +143,9 @@ def main(model: str) -> None:
     metrics = {k: v for k, v in io.read_json(io.metrics_file(model)).items() if k != "holdout_rows"}
 
     run_id = os.environ.get("PIPELINE_RUN_ID") or uuid.uuid4().hex
+    # Reports written before the compile stage existed have no serving section.
+    serving = validation.get("serving") or {"reason": "validated without a compiled form"}
+    runtime = serving.get("runtime", compiled.RUNTIME_SKLEARN)
     tags = {
         "model": model,
         "algorithm": train["algorithm"],
@@ -138,8 +155,11 @@ def main(model: str) -> None:
         "data_hash": data_hash(model),
         "git_commit": git_commit(),
         "pipeline_run_id": run_id,
+        compiled.TAG_RUNTIME: runtime,
     }
-    uri = log_candidate(model, estimator, train, metrics, tags)
+    if serving.get("reason"):
+        tags[compiled.TAG_RUNTIME_REASON] = serving["reason"][:500]
+    uri = log_candidate(model, estimator, train, metrics, tags, compiled_files(model, serving))
     candidate = registry.register(uri, spec.registered_name, tags)
     registry.set_challenger(spec.registered_name, candidate.version)
 
@@ -168,6 +188,7 @@ def main(model: str) -> None:
     )
     verdict = "promoted to @champion" if decision["promote"] else "kept as @challenger"
     print(f"register {model}: version {candidate.version} {verdict}: {decision['reason']}")
+    print(f"register {model}: version {candidate.version} is served by {runtime}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,13 @@
 
 A failing gate exits non-zero with one line per failure, so `dvc repro` stops and nothing is
 registered. Every gate is computed from the model and the holdout, never from a clock, so the
-report (a dependency of register) is the same bytes whenever the model is."""
+report (a dependency of register) is the same bytes whenever the model is.
+
+Once every gate passed, the candidate is compiled for serving (pipeline/compile.py) and the
+serving gate decides which runtime serves it: the compiled form only when it agrees with
+scikit-learn on every holdout row, in one batch and row by row, and on every training row;
+otherwise scikit-learn serves and the report says why. It never rejects the candidate:
+scikit-learn is always there to serve it."""
 
 from __future__ import annotations
 
@@ -11,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from core import compiled
 from core.specs import get_spec
 from pipeline import cost, io, params
+from pipeline.compile import compile_model
 
 # Budget gates, checked against the model's structure rather than its metrics.
 BUDGET_GATES = {"max_ops_per_row": cost.ops_per_row, "max_artifact_mb": cost.artifact_mb}
@@ -68,6 +76,34 @@ def behaviour_gates(model: str, estimator: Any, x: np.ndarray, seed: int) -> lis
     return checks
 
 
+def serving_gate(model: str, estimator: Any, files: dict[str, bytes], rows: list) -> dict:
+    """Which runtime serves the candidate, and why (see the module docstring).
+
+    rows: (name, matrix, one_by_one) triples; every row of each is compared.
+    """
+    task = get_spec(model).task
+    manifest = compiled.Manifest.from_json(files[compiled.MANIFEST_FILE])
+    if manifest.runtime == compiled.RUNTIME_SKLEARN:
+        return {"runtime": compiled.RUNTIME_SKLEARN, "reason": manifest.reason}
+    try:
+        form = compiled.load(estimator, files)
+    except Exception as exc:  # a compiled form that does not load cannot serve
+        reason = f"the {manifest.runtime} form failed to load: {type(exc).__name__}: {exc}"
+        return {"runtime": compiled.RUNTIME_SKLEARN, "reason": reason[:300]}
+    checked = {}
+    for name, x, one_by_one in rows:
+        expected = compiled.sklearn_outputs(task, estimator, x)
+        got = form.run(x)
+        if one_by_one:  # a single-row call may take another code path than a batch
+            got = np.concatenate([form.run(x[i : i + 1]) for i in range(len(x))])
+        result = compiled.agreement(task, expected, got)
+        checked[name] = {"rows": result.rows, "max_difference": result.max_difference}
+        if not result.agrees:
+            reason = f"{result.describe(manifest.runtime)} ({name})"
+            return {"runtime": compiled.RUNTIME_SKLEARN, "reason": reason, "checked": checked}
+    return {"runtime": manifest.runtime, "reason": None, "checked": checked}
+
+
 def main(model: str) -> None:
     """Write reports/<model>/validation.json; exit non-zero when any gate fails."""
     cfg = params.section("validate", model)
@@ -83,13 +119,20 @@ def main(model: str) -> None:
         )
     checks += behaviour_gates(model, estimator, x, params.seed())
     failed = [c for c in checks if not c["passed"]]
-    io.write_json(
-        io.reports_dir(model) / "validation.json", {"passed": not failed, "checks": checks}
-    )
+    report: dict[str, Any] = {"passed": not failed, "checks": checks}
     for check in checks:
         status = "ok  " if check["passed"] else "FAIL"
         extra = f" value={check['value']:.4g} limit={check['limit']}" if "value" in check else ""
         print(f"validate {model}: {status} {check['gate']}{extra}")
+    if not failed:
+        files = compile_model(model, estimator, params.section("compile", model)["enabled"])
+        x_train, _ = io.read_split(model, "train")
+        rows = [("holdout", x, False), ("holdout one by one", x, True), ("train", x_train, False)]
+        report["serving"] = serving = serving_gate(model, estimator, files, rows)
+        runtime = serving["runtime"]
+        why = serving["reason"] or "agrees with scikit-learn"
+        print(f"validate {model}: serving runtime {runtime}: {why}")
+    io.write_json(io.reports_dir(model) / "validation.json", report)
     if failed:
         names = ", ".join(c["gate"] for c in failed)
         raise SystemExit(f"validate {model}: candidate rejected by gate(s): {names}")

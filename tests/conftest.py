@@ -86,3 +86,11 @@ def registry_copy(
         env["MLFLOW_TRACKING_URI"], state_dir, trained_registry.workspace, {**os.environ, **env}, {}
     )
     registry.configure(trained_registry.tracking_uri)
+
+
+@pytest.fixture(scope="session")
+def pinned_registry(trained_registry: TrainedRegistry, tmp_path_factory: pytest.TempPathFactory):
+    """The trained registry plus versions to pin (tests/api/versions_support.py); read-only."""
+    from tests.api.versions_support import build_pinned_registry
+
+    return build_pinned_registry(trained_registry, tmp_path_factory.mktemp("pinned"))

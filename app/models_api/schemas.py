@@ -53,6 +53,17 @@ class ServedModelSchema(ma.Schema):
     alias = ma.fields.String(metadata={"example": "champion"})
     run_id = ma.fields.String(allow_none=True)
     algorithm = ma.fields.String(allow_none=True, metadata={"example": "logistic_regression"})
+    runtime = ma.fields.String(
+        allow_none=True,
+        metadata={
+            "description": "what computes its predictions: sklearn, treelite or onnxruntime",
+            "example": "onnxruntime",
+        },
+    )
+    runtime_reason = ma.fields.String(
+        allow_none=True,
+        metadata={"description": "why scikit-learn serves it, when it does"},
+    )
     metrics = ma.fields.Dict(metadata={"example": {"accuracy": 0.97}})
     params = ma.fields.Dict()
     features = ma.fields.List(ma.fields.String())
@@ -79,6 +90,13 @@ class RegistryVersionSchema(ma.Schema):
     run_id = ma.fields.String(allow_none=True)
     created_at = ma.fields.Integer(allow_none=True, metadata={"description": "epoch ms"})
     algorithm = ma.fields.String(allow_none=True)
+    runtime = ma.fields.String(
+        allow_none=True,
+        metadata={
+            "description": "the runtime its validation chose to serve it (sklearn, "
+            "treelite or onnxruntime); null for versions registered before compiled inference"
+        },
+    )
     metrics = ma.fields.Dict()
     rejected_reason = ma.fields.String(allow_none=True)
 

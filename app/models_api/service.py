@@ -12,6 +12,7 @@ from app.errors import ApiError
 from app.models_api.schemas import PENDING
 from app.runtime import get_runtime
 from core import feedback, monitor_reports, registry
+from core.compiled import TAG_RUNTIME
 from core.registry import VersionInfo
 from core.specs import MODEL_SPECS, ModelSpec
 
@@ -55,6 +56,7 @@ def version_view(info: VersionInfo) -> dict[str, Any]:
         "run_id": info.run_id,
         "created_at": info.created_at,
         "algorithm": info.tags.get("algorithm"),
+        "runtime": info.tags.get(TAG_RUNTIME),
         "metrics": info.tag_json("metrics", {}),
         "rejected_reason": info.tags.get(registry.TAG_REJECTED_REASON),
     }

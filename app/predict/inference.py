@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,25 @@ from app.model_cache import ServedModel
 from core.histogram_batch import observe_many
 
 _thread_state = threading.local()
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """A model's answer for every row, column-wise.
+
+    values: regression outputs (n,); for a classifier, probabilities (n, classes) in the
+    served model's class order (None without predict_proba) and label indexes into
+    served.classes (n,). log_outputs: the same outputs laid out for the prediction log
+    (core.prediction_log.statements), in the spec's class order.
+    """
+
+    values: np.ndarray | None
+    probabilities: np.ndarray | None
+    labels: np.ndarray | None
+    log_outputs: np.ndarray | tuple[np.ndarray, ...]
+
+    def __len__(self) -> int:
+        return len(self.values if self.values is not None else self.labels)
 
 
 def _configure_sklearn_for_thread() -> None:
@@ -36,6 +56,53 @@ def _require_finite(values: np.ndarray) -> None:
     )
 
 
+def predict(served: ServedModel, matrix: np.ndarray) -> Prediction:
+    """Run the served model (scikit-learn or its compiled form) on matrix; record its metrics."""
+    if not getattr(_thread_state, "configured", False):
+        _configure_sklearn_for_thread()
+    model = served.model
+    n = matrix.shape[0]
+    if served.spec.task == "regression":
+        started = time.perf_counter()
+        values = np.asarray(model.predict(matrix), dtype=np.float64).reshape(n)
+        served.inference_histogram.observe(time.perf_counter() - started)
+        _require_finite(values)
+        served.predictions_counter.inc(n)
+        if n == 1:
+            served.value_histogram.observe(float(values[0]))
+        else:
+            observe_many(served.value_histogram, values)
+        return Prediction(values, None, None, values)
+
+    started = time.perf_counter()
+    if served.has_proba:
+        proba = np.asarray(model.predict_proba(matrix), dtype=np.float64)
+        served.inference_histogram.observe(time.perf_counter() - started)
+        _require_finite(proba)
+        # The label is the most probable class, so a label never disagrees with its own
+        # probabilities (SVC's predict() may, and calling both would double the model time).
+        index = proba.argmax(axis=1)
+    else:
+        labels = model.predict(matrix)
+        served.inference_histogram.observe(time.perf_counter() - started)
+        lookup = {c: i for i, c in enumerate(served.classes)}
+        index = np.fromiter((lookup[str(label)] for label in labels), dtype=np.intp, count=n)
+        proba = None
+    served.predictions_counter.inc(n)
+    if n == 1:
+        served.class_counters[int(index[0])].inc()
+    else:
+        for i, count in enumerate(np.bincount(index, minlength=len(served.classes)).tolist()):
+            if count:
+                served.class_counters[i].inc(count)
+    log_proba = proba if proba is not None else np.full((n, len(served.classes)), np.nan)
+    log_index = index
+    if served.to_spec_columns is not None:
+        log_proba, log_index = log_proba[:, served.to_spec_columns], served.to_spec_labels[index]
+    # Column blocks, joined by the prediction log's writer thread rather than here.
+    return Prediction(None, proba, index, (log_proba, log_index.reshape(n, 1)))
+
+
 def predict_rows(
     served: ServedModel, matrix: np.ndarray
 ) -> tuple[list[Any], np.ndarray | tuple[np.ndarray, ...]]:
@@ -44,47 +111,15 @@ def predict_rows(
     Returns one JSON-ready output per row (a float, or {"label", "probabilities"}) and the
     same outputs laid out for the prediction log (see core.prediction_log.statements).
     """
-    if not getattr(_thread_state, "configured", False):
-        _configure_sklearn_for_thread()
-    model = served.model
-    n = matrix.shape[0]
-    if served.spec.task == "regression":
-        started = time.perf_counter()
-        values = np.asarray(model.predict(matrix), dtype=float)
-        served.inference_histogram.observe(time.perf_counter() - started)
-        _require_finite(values)
-        served.predictions_counter.inc(n)
-        observe_many(served.value_histogram, values)
-        return values.tolist(), values
-
+    result = predict(served, matrix)
+    if result.values is not None:
+        return result.values.tolist(), result.log_outputs
     classes = served.classes
-    started = time.perf_counter()
-    if served.has_proba:
-        proba = model.predict_proba(matrix)
-        served.inference_histogram.observe(time.perf_counter() - started)
-        _require_finite(proba)
-        # The label is the most probable class, so a label never disagrees with its own
-        # probabilities (SVC's predict() may, and calling both would double the model time).
-        index = proba.argmax(axis=1)
+    if result.probabilities is None:
+        outputs = [{"label": classes[i], "probabilities": None} for i in result.labels.tolist()]
+    else:
         outputs = [
             {"label": classes[i], "probabilities": dict(zip(classes, p, strict=True))}
-            for i, p in zip(index.tolist(), proba.tolist(), strict=True)
+            for i, p in zip(result.labels.tolist(), result.probabilities.tolist(), strict=True)
         ]
-    else:
-        labels = model.predict(matrix)
-        served.inference_histogram.observe(time.perf_counter() - started)
-        lookup = {c: i for i, c in enumerate(classes)}
-        index = np.fromiter((lookup[str(label)] for label in labels), dtype=np.intp, count=n)
-        outputs = [{"label": classes[i], "probabilities": None} for i in index.tolist()]
-        proba = np.full((n, len(classes)), np.nan)
-    served.predictions_counter.inc(n)
-    if n == 1:
-        served.class_counters[int(index[0])].inc()
-    else:
-        for i, count in enumerate(np.bincount(index, minlength=len(classes)).tolist()):
-            if count:
-                served.class_counters[i].inc(count)
-    if served.to_spec_columns is not None:
-        proba, index = proba[:, served.to_spec_columns], served.to_spec_labels[index]
-    # Column blocks, joined by the prediction log's writer thread rather than here.
-    return outputs, (proba, index.reshape(n, 1))
+    return outputs, result.log_outputs

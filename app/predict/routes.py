@@ -21,6 +21,7 @@ from app.predict.schemas import (
     response_examples,
 )
 from app.predict.validation import ParsedInput
+from app.version_cache import version_parameter
 from core.specs import HOUSING, IRIS, ModelSpec
 
 F = TypeVar("F", bound=Callable[..., Response])
@@ -46,12 +47,14 @@ def documented(spec: ModelSpec) -> Callable[[F], F]:
         )(view)
         for status in (
             HTTPStatus.BAD_REQUEST,
+            HTTPStatus.NOT_FOUND,  # ?version= names no registered version
+            HTTPStatus.CONFLICT,  # ?version= names a version that failed validation
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
             HTTPStatus.SERVICE_UNAVAILABLE,
         ):
             view = blp.alt_response(status.value, response=status.name)(view)
-        return blp.doc(**operation_text(spec))(view)
+        return blp.doc(**operation_text(spec), parameters=[version_parameter("query")])(view)
 
     return decorate
 
@@ -62,7 +65,7 @@ class PredictHousing(MethodView):
 
     init_every_request = False  # one instance serves every request (it holds no state)
 
-    @blp.arguments(HousingRequestSchema, examples=request_examples(HOUSING))
+    @blp.arguments(HousingRequestSchema(), examples=request_examples(HOUSING))
     @documented(HOUSING)
     def post(self, parsed: ParsedInput) -> Response:
         """Predict with the housing model."""
@@ -75,7 +78,7 @@ class PredictIris(MethodView):
 
     init_every_request = False
 
-    @blp.arguments(IrisRequestSchema, examples=request_examples(IRIS))
+    @blp.arguments(IrisRequestSchema(), examples=request_examples(IRIS))
     @documented(IRIS)
     def post(self, parsed: ParsedInput) -> Response:
         """Predict with the iris model."""

@@ -5,7 +5,11 @@ inputs, model outputs); it only appends a reference to an in-memory buffer, so a
 batch costs the request O(1) and the buffer holds compact arrays, not per-row Python objects.
 A background thread flushes every few seconds (or sooner when the buffer grows) and a final
 flush runs on graceful shutdown. Outputs passed to record() are one array, or a tuple of column
-blocks that the writer thread joins (layout in core.prediction_log.statements).
+blocks (layout in core.prediction_log.statements), turned into rows column-wise at flush time.
+
+A flush writes in chunks of at most max_rows_per_statement rows, each its own transaction, and
+takes each chunk off the buffer just before writing it: a request that found the buffer full
+waits for one chunk's write, not for a whole flush.
 """
 
 from __future__ import annotations
@@ -17,11 +21,10 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import orjson
 from sqlalchemy.engine import Engine
 
 from core import db
@@ -67,7 +70,7 @@ class PredictionLogWriter:
         flush_seconds: float = 1.0,
         flush_rows: int = 20_000,
         max_pending_rows: int = 100_000,
-        max_rows_per_statement: int = 20_000,
+        max_rows_per_statement: int = 5_000,
         block_seconds: float = 5.0,
     ) -> None:
         self.engine = engine
@@ -202,29 +205,47 @@ class PredictionLogWriter:
             self._tables_ready = True
 
     def flush(self) -> int:
-        """Write every buffered request now; returns the number of rows written."""
+        """Write every buffered request now, chunk by chunk; returns the number of rows written.
+
+        Requests recorded while it runs are written too; it returns once the buffer is empty.
+        """
+        written = 0
         with self._flush_lock:
-            with self._lock:
-                if not self._pending:
-                    return 0
-                batch = list(self._pending)
-                self._pending.clear()
-                self._pending_rows = 0
-                self._space.notify_all()
-            try:
-                self.ensure_tables()
-                written = self._write(batch)
-            except Exception as exc:
+            while True:
                 with self._lock:
-                    self.last_error = f"{type(exc).__name__}: {exc}"[:500]
-                    self._space.notify_all()  # waiting requests stop waiting and drop
-                self._requeue(batch)
-                raise
-            self.last_error = None
-            self.last_flush_at = time.time()
-            self.rows_written += written
-            PREDICTION_LOG_ROWS.labels("written").inc(written)
-            return written
+                    chunk = self._take_chunk()
+                    self._space.notify_all()
+                if not chunk:
+                    return written
+                try:
+                    self.ensure_tables()
+                    rows = self._write(chunk)
+                except Exception as exc:
+                    with self._lock:
+                        self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                        self._space.notify_all()  # waiting requests stop waiting and drop
+                    self._requeue(chunk)
+                    raise
+                self.last_error = None
+                self.last_flush_at = time.time()
+                self.rows_written += rows
+                written += rows
+                PREDICTION_LOG_ROWS.labels("written").inc(rows)
+
+    def _take_chunk(self) -> list[_Pending]:
+        """Take up to max_rows_per_statement rows (at least one request) off the buffer; called
+        holding the lock."""
+        chunk: list[_Pending] = []
+        rows = 0
+        pending = self._pending
+        while pending and (
+            not chunk or rows + len(pending[0].inputs) <= self.max_rows_per_statement
+        ):
+            item = pending.popleft()
+            chunk.append(item)
+            rows += len(item.inputs)
+        self._pending_rows -= rows
+        return chunk
 
     def _requeue(self, batch: list[_Pending]) -> None:
         # Put the failed batch back in front of newer requests, within the memory bound.
@@ -244,27 +265,21 @@ class PredictionLogWriter:
         if lost:
             self._count_drop(lost)
 
-    def _write(self, batch: list[_Pending]) -> int:
-        statement = self._statements.for_dialect(self.engine.dialect.name)
-        chunks = list(_chunks(batch, self.max_rows_per_statement))
-        # Serialise before taking any lock: only the database work happens while holding it.
-        if statement is not None:
-            params = [{"doc": document(chunk)} for chunk in chunks]
+    def _write(self, chunk: list[_Pending]) -> int:
+        bulk = self._statements.for_dialect(self.engine.dialect.name)
+        # Build the statement before taking any lock: only the database work happens in it.
+        if bulk is not None:
+            run = bulk(chunk)
         else:
-            rows = [
-                row
-                for chunk in chunks
-                for item in chunk
-                for row in self._statements.row_dicts(item)
-            ]
-        # One transaction per flush: a failure rolls everything back and the batch is retried.
+            rows = [row for item in chunk for row in self._statements.row_dicts(item)]
+
+            def run(conn):
+                return conn.execute(prediction_log.insert(), rows)
+
+        # One transaction per chunk: a failure rolls it back and the chunk is retried.
         with self._writer_turn(), self.engine.begin() as conn:
-            if statement is not None:
-                for param in params:
-                    conn.execute(statement, param)
-            else:
-                conn.execute(prediction_log.insert(), rows)
-        return sum(len(item.inputs) for item in batch)
+            run(conn)
+        return sum(len(item.inputs) for item in chunk)
 
     @contextlib.contextmanager
     def _writer_turn(self):
@@ -294,33 +309,3 @@ def _sqlite_lock_path(engine: Engine) -> str | None:
     if url.database.startswith("file:"):
         return None
     return f"{url.database}.prediction-log.lock"
-
-
-def _chunks(items: list[_Pending], max_rows: int) -> Iterator[list[_Pending]]:
-    chunk: list[_Pending] = []
-    rows = 0
-    for item in items:
-        chunk.append(item)
-        rows += len(item.inputs)
-        if rows >= max_rows:
-            yield chunk
-            chunk, rows = [], 0
-    if chunk:
-        yield chunk
-
-
-def document(chunk: list[_Pending]) -> str:
-    """[[request_id, model, version, latency_ms, epoch, has_proba, [[inputs..., outputs...]]]]."""
-    doc = [
-        (
-            p.request_id,
-            p.model,
-            p.version,
-            p.latency_ms,
-            p.created,
-            p.has_probabilities,
-            p.matrix(),
-        )
-        for p in chunk
-    ]
-    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()

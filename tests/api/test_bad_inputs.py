@@ -196,7 +196,7 @@ def test_unexpected_error_is_a_bare_500(api_app, monkeypatch):
     def explode(*_args, **_kwargs):
         raise RuntimeError("secret /etc/path detail")
 
-    monkeypatch.setattr(service, "predict_rows", explode)
+    monkeypatch.setattr(service, "predict", explode)
     response = api_app.test_client().post("/predict/iris", json=I)
     text = response.get_data(as_text=True)
     assert response.status_code == 500

@@ -34,7 +34,8 @@ class NanRegressor:
 
 
 class FakeRegistry:
-    """champion() and load_model() over in-memory versions; a version may be broken."""
+    """champion() and load_model() over in-memory versions (with no compiled form); a version
+    may be broken."""
 
     def __init__(self) -> None:
         self.champions: dict[str, str | None] = {}
@@ -62,6 +63,9 @@ class FakeRegistry:
         if isinstance(model, Exception):
             raise model
         return model
+
+    def load_model_and_files(self, registered_name: str, version: str):
+        return self.load_model(registered_name, version), {}
 
 
 def reload_count(model: str, outcome: str) -> float:

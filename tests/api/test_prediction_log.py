@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from app.runtime import get_runtime
 from core.db import make_engine
 from core.prediction_log import PredictionLogWriter, prediction_log, recent
 from core.specs import HOUSING, IRIS, MODEL_SPECS
+from tests import procs
 from tests.api.conftest import ADMIN, example, pg_admin_url
 from tests.conftest import IN_CI
 
@@ -182,3 +184,69 @@ def test_full_buffer_with_a_failing_database_drops_without_waiting(tmp_path):
     finally:
         path.parent.mkdir(exist_ok=True)
         writer.close()
+
+
+# Floats that must come back bit for bit, and ids that COPY's text format would split on.
+AWKWARD_X = np.array([[0.1 + 0.2, 1e-300, 123456789.123456789, 5e-324]])
+AWKWARD_OUT = (np.array([[1 / 3, 2 / 3, 0.0]]), np.array([[1]]))
+
+
+def _exact_round_trip(engine: Engine) -> None:
+    writer = _writer(engine, max_rows_per_statement=2)
+    writer.record("tab\there back\\slash", "iris", "v\n1", AWKWARD_X, AWKWARD_OUT, 0.1 + 0.2)
+    writer.record("req-2", "housing", "7", HOUSING_X, np.array([1 / 3]), 1.0)
+    assert writer.flush() == 2
+    rows = {r["request_id"]: r for r in recent(engine, limit=10)}
+    odd = rows["tab\there back\\slash"]
+    assert odd["inputs"] == dict(zip(IRIS.feature_names, AWKWARD_X[0].tolist(), strict=True))
+    assert odd["output"]["probabilities"] == dict(
+        zip(IRIS.classes, [1 / 3, 2 / 3, 0.0], strict=True)
+    )
+    assert odd["version"] == "v\n1" and odd["latency_ms"] == 0.1 + 0.2
+    assert rows["req-2"]["output"] == 1 / 3
+
+
+def test_sqlite_round_trip_is_exact(tmp_path):
+    _exact_round_trip(make_engine(f"sqlite:///{tmp_path / 'log.db'}"))
+
+
+def test_postgresql_copy_round_trip_is_exact(postgres_engine):
+    _exact_round_trip(postgres_engine)
+
+
+def test_a_full_buffer_waits_for_one_chunk_to_be_taken_not_for_a_whole_flush(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    writer = _writer(engine, max_pending_rows=4, max_rows_per_statement=2, block_seconds=30)
+    writes: list[list[str]] = []
+    proceed = threading.Semaphore(0)
+    write = writer._write
+
+    def gated_write(chunk):
+        writes.append([item.request_id for item in chunk])
+        assert proceed.acquire(timeout=30), "the test never let this write go"
+        return write(chunk)
+
+    writer._write = gated_write
+    writer.start()
+    try:
+        writer.record("a", "iris", "1", IRIS_X, IRIS_OUT, 1.0)
+        writer.record("b", "iris", "1", IRIS_X, IRIS_OUT, 1.0)  # the buffer is full now
+        waiter = threading.Thread(
+            target=writer.record, args=("c", "iris", "1", IRIS_X, IRIS_OUT, 1.0)
+        )
+        waiter.start()
+        # "c" waits for room; the writer takes one chunk ("a") off the buffer, and the room
+        # is there before that chunk is written.
+        waiter.join(20)
+        assert not waiter.is_alive()
+        procs.wait_until(lambda: writes == [["a"]], 20, "the writer to start on chunk a")
+        assert writer.rows_written == 0 and writer.rows_dropped == 0
+        assert writer.pending_rows == 4
+    finally:
+        for _ in range(10):
+            proceed.release()
+        writer.close()
+    assert writes == [["a"], ["b"], ["c"]]  # one request of 2 rows per chunk of at most 2
+    assert writer.rows_written == 6
+    order = [r["request_id"] for r in reversed(recent(engine, limit=10))]
+    assert order == ["a", "a", "b", "b", "c", "c"]

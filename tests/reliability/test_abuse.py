@@ -183,6 +183,28 @@ def problem(response: TestResponse, expected: int | set[int]) -> str | None:
     return f"leaks {found}: {body_text[:300]}" if found else None
 
 
+# The standard protocols answer errors in their own shapes (V2, MLflow scoring).
+PROTOCOL_ERROR_KEYS = {"/v2": {"error"}, "/mlflow/": {"error_code", "message"}}
+
+
+def problem_at(path: str, response: TestResponse, expected: int | set[int]) -> str | None:
+    """problem(), with the error shape of the protocol that owns path."""
+    keys = next((k for prefix, k in PROTOCOL_ERROR_KEYS.items() if path.startswith(prefix)), None)
+    if keys is None:
+        return problem(response, expected)
+    statuses = {expected} if isinstance(expected, int) else expected
+    body_text = response.get_data(as_text=True)
+    if response.status_code not in statuses:
+        return f"status {response.status_code}, expected {sorted(statuses)}: {body_text[:300]}"
+    if not GENERATED_ID.fullmatch(response.headers.get("X-Request-ID", "")):
+        return f"X-Request-ID {response.headers.get('X-Request-ID')!r}"
+    body = response.get_json(silent=True)
+    if not isinstance(body, dict) or set(body) != keys or not all(body.values()):
+        return f"not the protocol's error shape: {body_text[:300]}"
+    found = leaks(body_text)
+    return f"leaks {found}: {body_text[:300]}" if found else None
+
+
 def errors_at(response: TestResponse, field: str) -> bool:
     """True when the error response names field at the top level of its errors."""
     errors = (response.get_json() or {}).get("errors") or {}
@@ -451,7 +473,7 @@ def test_empty_null_and_non_object_bodies(client: FlaskClient, unchanged: None) 
 
 # -- routing: methods and paths ---------------------------------------------------------------
 
-SAMPLE_ARGS = {"name": "iris", "job_id": "0" * 32, "filename": "swagger-ui.css"}
+SAMPLE_ARGS = {"name": "iris", "version": "1", "job_id": "0" * 32, "filename": "swagger-ui.css"}
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "TRACE"]
 
 
@@ -469,7 +491,7 @@ def test_wrong_methods_on_every_route_are_405_with_allow(
             if method in allowed:
                 continue
             response = client.open(path, method=method, headers=ADMIN)
-            why = problem(response, 405)
+            why = problem_at(path, response, 405)
             advertised = {m.strip() for m in response.headers.get("Allow", "").split(",")}
             if why is None and advertised != allowed:
                 why = f"Allow {advertised}, expected {allowed}"

@@ -38,13 +38,25 @@ from tests.api.conftest import ADMIN_TOKEN, start_app
 from tests.conftest import TrainedRegistry
 from tests.workers.conftest import RedisServer
 
-# Per operation and generation mode: about 1,100 requests over the 18 operations.
+# Per operation and generation mode: about 1,950 requests over the 35 operations.
 EXAMPLES = 50
 # An unknown request_id makes POST /feedback wait for other workers' prediction logs (bounded
-# by the flush interval); fewer examples keep the run short.
-EXAMPLES_BY_OPERATION = {"POST /feedback": 20}
-PINNED_EXAMPLES = 15  # per real model name, for operations on /models/{name}
-MIN_REQUESTS = 1000
+# by the flush interval); fewer examples keep the run short. Probes without a body or query
+# (the standard protocols' health and version routes) have little to vary.
+EXAMPLES_BY_OPERATION = {
+    "POST /feedback": 20,
+    "GET /v2": 10,
+    "GET /v2/health/live": 10,
+    "GET /v2/health/ready": 10,
+    **{
+        f"GET /mlflow/{{name}}{pin}/{probe}": 10
+        for pin in ("", "/versions/{version}")
+        for probe in ("ping", "health", "version")
+    },
+}
+PINNED_EXAMPLES = 15  # per real model name (and version), for operations on a {name}
+REAL_VERSIONS = ("1", "champion")  # pins that name a served version of the session registry
+MIN_REQUESTS = 1900
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -55,6 +67,11 @@ CHECKS = [
     positive_data_acceptance,
 ]
 ERROR_KEYS = {"code", "status", "message", "errors"}
+# The standard protocols answer errors in their own shapes (Open Inference Protocol V2, MLflow).
+PROTOCOL_ERROR_KEYS = {"/v2": {"error"}, "/mlflow/": {"error_code", "message"}}
+# Their request bodies are generic over models ({name}): which fields, shapes and values a
+# model takes is checked by the server, so a schema-valid body may be answered 400.
+PROTOCOL_BODIES = r"^/(v2/models/.*/infer|mlflow/.*/invocations)$"
 
 
 @pytest.fixture
@@ -98,7 +115,19 @@ def strict_document(app: Flask) -> dict[str, Any]:
 def load_schema(app: Flask) -> schemathesis.BaseSchema:
     """The strict document as a schemathesis schema sending requests to app over WSGI."""
     config = schemathesis.Config.from_dict(
-        {"auth": {"openapi": {"bearerAuth": {"bearer": ADMIN_TOKEN}}}}
+        {
+            "auth": {"openapi": {"bearerAuth": {"bearer": ADMIN_TOKEN}}},
+            "operations": [
+                {
+                    "include-path-regex": PROTOCOL_BODIES,
+                    "checks": {
+                        "positive_data_acceptance": {
+                            "expected-statuses": ["2xx", "400", "404", "409"]
+                        }
+                    },
+                }
+            ],
+        }
     )
     schema = schemathesis.openapi.from_dict(strict_document(app), config=config)
     schema.app = app
@@ -106,10 +135,18 @@ def load_schema(app: Flask) -> schemathesis.BaseSchema:
 
 
 def assert_error_shape(response: Any, label: str) -> None:
-    """A 4xx body is the one error shape and leaks nothing."""
+    """A 4xx body is the one error shape (or its protocol's) and leaks nothing."""
     body = response.json()
-    assert isinstance(body, dict) and set(body) <= ERROR_KEYS, (label, body)
-    assert body["code"] == response.status_code and body["status"] and body["message"], body
+    path = label.split(" ", 1)[1]
+    protocol = next(
+        (keys for prefix, keys in PROTOCOL_ERROR_KEYS.items() if path.startswith(prefix)), None
+    )
+    if protocol is not None:
+        assert isinstance(body, dict) and set(body) == protocol, (label, body)
+        assert all(isinstance(body[key], str) and body[key] for key in protocol), (label, body)
+    else:
+        assert isinstance(body, dict) and set(body) <= ERROR_KEYS, (label, body)
+        assert body["code"] == response.status_code and body["status"] and body["message"], body
     text = response.text
     assert "Traceback" not in text and "/tmp/" not in text and ADMIN_TOKEN not in text, text
 
@@ -153,7 +190,7 @@ def test_every_operation_conforms_to_its_document(
     shared_before = hashlib.sha256(shared_registry.read_bytes()).hexdigest()
     schema = load_schema(fuzz_app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 18, [op.label for op in operations]
+    assert len(operations) >= 35, [op.label for op in operations]
 
     sent: Counter[str] = Counter()
     statuses: Counter[tuple[str, int]] = Counter()
@@ -181,16 +218,19 @@ def test_every_operation_conforms_to_its_document(
         fuzz_operation(operation, GenerationMode.POSITIVE, on_case)
         if negatable(operation):
             fuzz_operation(operation, GenerationMode.NEGATIVE, on_case)
-        if any(p.name == "name" for p in operation.path_parameters):
-            # Generated names are almost never real models: also fuzz the real ones.
+        parameters = {p.name for p in operation.path_parameters}
+        if "name" in parameters:
+            # Generated names (and versions) are almost never real: also fuzz the real ones.
+            pins = [{"version": v} for v in REAL_VERSIONS] if "version" in parameters else [{}]
             for model in MODEL_SPECS:
-                fuzz_operation(
-                    operation,
-                    GenerationMode.POSITIVE,
-                    on_case,
-                    examples=PINNED_EXAMPLES,
-                    path_parameters={"name": model},
-                )
+                for pin in pins:
+                    fuzz_operation(
+                        operation,
+                        GenerationMode.POSITIVE,
+                        on_case,
+                        examples=PINNED_EXAMPLES,
+                        path_parameters={"name": model, **pin},
+                    )
     elapsed = time.monotonic() - started
 
     total = sum(sent.values())
@@ -206,6 +246,13 @@ def test_every_operation_conforms_to_its_document(
     assert statuses[("POST /predict/iris", 200)] and statuses[("POST /predict/housing", 200)]
     assert statuses[("GET /predictions", 200)] and statuses[("GET /models/{name}", 200)]
     assert statuses[("POST /retrain", 202)] >= 1 and statuses[("POST /retrain", 409)] >= 1
+    for label in (
+        "GET /v2/models/{name}",
+        "GET /v2/models/{name}/versions/{version}/ready",
+        "GET /mlflow/{name}/versions/{version}/ping",
+        "GET /mlflow/{name}/version",
+    ):
+        assert statuses[(label, 200)], label
     print(f"\n[contract fuzz] {total} generated requests in {elapsed:.1f}s")
 
     # Alias moves and retrains acted on the private copy only: the session registry is intact.

@@ -1,0 +1,77 @@
+"""Predicting for the standard protocols (V2, MLflow scoring) as /predict does.
+
+Rows are validated by the predict resource's column-wise validator and the model is run by its
+predict_rows, so every protocol rejects exactly what /predict rejects and records the same model
+metrics, request-log fields and prediction-log rows. (The two predict modules are lent here
+through an import-linter exception; see pyproject.toml.)
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from typing import Any
+
+from flask import current_app, g
+
+from app.model_cache import ServedModel
+from app.predict.inference import Prediction, predict
+from app.predict.validation import InputValidator
+from app.runtime import get_runtime
+from app.version_cache import Pinned
+from core.specs import ModelSpec
+
+
+@cache
+def _validator(spec: ModelSpec) -> InputValidator:
+    return InputValidator(spec)
+
+
+def max_rows() -> int:
+    """The largest batch a request may hold (MAX_BATCH_ROWS)."""
+    return current_app.config["MAX_BATCH_ROWS"]
+
+
+def validate_records(spec: ModelSpec, records: list[Any]) -> Any:
+    """The float matrix of records (dicts keyed by field); ApiError 422 naming bad rows."""
+    return _validator(spec).parse({"instances": records}, max_rows()).matrix
+
+
+def pinned(spec: ModelSpec, version: str | None) -> Pinned:
+    """The version answering this request: `version` pinned, or the champion."""
+    return get_runtime().versions.get(spec, version)
+
+
+def predict_and_log(pinned: Pinned, matrix: Any) -> Prediction:
+    """Run the pinned version on a validated matrix; log the request and every row."""
+    served = pinned.served
+    prediction = predict(served, matrix)
+    info = g.rq
+    info.model, info.version, info.rows = served.spec.name, served.version, len(prediction)
+    writer = get_runtime().prediction_log
+    if writer is not None:
+        latency_ms = (time.perf_counter() - info.started) * 1000.0
+        writer.record(
+            info.request_id,
+            served.spec.name,
+            served.version,
+            matrix,
+            prediction.log_outputs,
+            latency_ms,
+        )
+    return prediction
+
+
+def labels(served: ServedModel, prediction: Prediction) -> list[str]:
+    """A classifier's predicted labels."""
+    classes = served.classes
+    return [classes[i] for i in prediction.labels.tolist()]
+
+
+def probabilities_in_spec_order(served: ServedModel, prediction: Prediction) -> Any:
+    """A classifier's probabilities (n, classes), columns in the spec's class order; None
+    when the model has no predict_proba."""
+    proba = prediction.probabilities
+    if proba is None or served.to_spec_columns is None:
+        return proba
+    return proba[:, served.to_spec_columns]
