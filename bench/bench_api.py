@@ -58,7 +58,7 @@ THREAD_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
-SERVERS = ("api", "flask", "fastapi")
+SERVERS = ("api", "flask", "fastapi", "flask-compiled")
 
 
 @dataclass
@@ -226,9 +226,15 @@ def start_bare(env: dict[str, str], port: int) -> subprocess.Popen:
     return _popen([*cmd, "bench.bench_api_bare:create_app()"], {**env, **THREAD_ENV})
 
 
+def start_bare_compiled(env: dict[str, str], port: int) -> subprocess.Popen:
+    """The bare Flask app serving the form the API serves (compiled where validation proved it)."""
+    return start_bare({**env, "BARE_COMPILED": "1"}, port)
+
+
 def start_fastapi(env: dict[str, str], port: int) -> subprocess.Popen:
     """The bare FastAPI app under uvicorn, 2 workers."""
     cmd = [str(BIN / "uvicorn"), "--workers", "2", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--http", "httptools", "--loop", "uvloop"]  # uvicorn[standard], as deployed
     cmd += ["--log-level", "warning", "--no-access-log", "--factory"]
     return _popen([*cmd, "bench.bench_api_bare:create_fastapi_app"], {**env, **THREAD_ENV})
 
@@ -237,8 +243,14 @@ STARTERS: dict[str, Callable[[dict[str, str], int], subprocess.Popen]] = {
     "api": start_ours,
     "flask": start_bare,
     "fastapi": start_fastapi,
+    "flask-compiled": start_bare_compiled,
 }
-READY_PATH = {"api": "/health/ready", "flask": "/ready", "fastapi": "/ready"}
+READY_PATH = {
+    "api": "/health/ready",
+    "flask": "/ready",
+    "fastapi": "/ready",
+    "flask-compiled": "/ready",
+}
 
 
 def isolated_registry(workdir: Path) -> dict[str, str]:
@@ -419,7 +431,8 @@ def main() -> None:
             for name, k in plan:
                 scenario = f"{name} x{k}"
                 # Rotate who goes first, so no server always follows the same neighbour.
-                order = SERVERS[round_no % 3 :] + SERVERS[: round_no % 3]
+                turn = round_no % len(SERVERS)
+                order = SERVERS[turn:] + SERVERS[:turn]
                 for server in order:
                     url = f"{bases[server]}/predict/{name}"
                     settle(server)
@@ -428,7 +441,7 @@ def main() -> None:
                     result = run_wrk(url, body_of(name, k), d, c, rows=k)
                     results.setdefault((server, scenario), []).append(result)
                     print(
-                        f"round {round_no + 1}: {server:<8} {scenario:<14} "
+                        f"round {round_no + 1}: {server:<14} {scenario:<14} "
                         f"{result.requests_per_s:>8.0f} req/s  p99 {result.p99_ms:.1f} ms",
                         flush=True,
                     )
@@ -495,14 +508,14 @@ def report(
         + "\n"
     )
     print(
-        f"{'server':<9} {'scenario':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'server':<14} {'scenario':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'rows/s':>11} {'non-2xx':>8}"
     )
     for (server, scenario), r in sorted(
         results.items(), key=lambda kv: (kv[0][1], SERVERS.index(kv[0][0]))
     ):
         print(
-            f"{server:<9} {scenario:<14} {r.requests_per_s:>9.0f} {r.p50_ms:>8.2f} "
+            f"{server:<14} {scenario:<14} {r.requests_per_s:>9.0f} {r.p50_ms:>8.2f} "
             f"{r.p99_ms:>8.2f} {r.rows_per_s:>11.0f} {r.non_2xx + r.socket_errors:>8}"
         )
 
@@ -514,6 +527,10 @@ def report(
             else (api.requests_per_s / base.requests_per_s)
         )
 
+    failed = {f"{s} {sc}": r.non_2xx + r.socket_errors for (s, sc), r in results.items()}
+    for run, count in failed.items():
+        if count:  # a server that fails requests is not a figure to compare with
+            print(f"NOT COMPARABLE: {run} had {count} non-2xx answers or socket errors")
     print("\nratios from this run (targets in brackets)")
     for name in MODEL_SPECS:
         single, batch = f"{name} x1", f"{name} x{n}"
@@ -528,6 +545,11 @@ def report(
             f"api/fastapi {ratio(batch, 'fastapi', rows=True):.2f}; p99 api/flask "
             f"{batch_p99:.2f} [<= 2]"
         )
+        print(
+            f"  {'':<8} against bare Flask serving the same compiled form: single req/s "
+            f"{ratio(single, 'flask-compiled'):.2f}, x{n} rows/s "
+            f"{ratio(batch, 'flask-compiled', rows=True):.2f}"
+        )
     print(
         f"\nprediction log (api): {log_counts['written']:.0f} rows written, "
         f"{log_counts['dropped']:.0f} dropped; longest drain after a run "
@@ -536,7 +558,7 @@ def report(
     print("\nmemory (PSS of the whole process tree: master + 2 workers, both models)")
     for server, mb in memory.items():
         target = " [<= 400]" if server == "api" else ""
-        print(f"  {server:<9} {mb:>7.0f} MB{target}")
+        print(f"  {server:<14} {mb:>7.0f} MB{target}")
     print("\nin-process latency, one thread (µs): single row / per row of a 1,000-row batch")
     for key, figures in latency.items():
         print(f"  {key:<24} {figures['single_us']:>8.1f} / {figures['batch_us_per_row']:>6.2f}")

@@ -2,29 +2,38 @@
 
     OMP_NUM_THREADS=1 gunicorn -w 2 "bench.bench_api_bare:create_app()"
     OMP_NUM_THREADS=1 uvicorn --workers 2 --factory bench.bench_api_bare:create_fastapi_app
+    BARE_COMPILED=1 OMP_NUM_THREADS=1 gunicorn -w 2 "bench.bench_api_bare:create_app()"
 
 Each worker loads the champion of every model from the registry (scikit-learn, as
 `registry.load_model` gives it) when it starts, and has no validation, logging, metrics or hot
-swap: what the full API is measured against.
+swap: what the full API is measured against. With BARE_COMPILED=1 it loads the form the API
+serves instead (the compiled one where validation proved it, core.compiled.for_serving): the
+floor for the API's own request path, with the model's cost the same on both sides.
 """
 
-from __future__ import annotations
-
+import os
 from typing import Any
 
 import numpy as np
 
-from core import registry
+from core import compiled, registry
 from core.specs import MODEL_SPECS
 
 
 def load_champions() -> dict[str, Any]:
-    """Every model's champion as its scikit-learn pipeline."""
+    """Every model's champion: its scikit-learn pipeline, or with BARE_COMPILED=1 the form the
+    API serves."""
     registry.configure()
     models = {}
     for name, spec in MODEL_SPECS.items():
         info = registry.champion(spec.registered_name)
-        models[name] = registry.load_model(info.registered_name, info.version)
+        if os.environ.get("BARE_COMPILED") == "1":
+            pipeline, files = registry.load_model_and_files(info.registered_name, info.version)
+            probe = np.asarray([list(spec.example_row().values())], dtype=np.float64)
+            serving = compiled.for_serving(spec.task, pipeline, files, info.tags, probe)
+            models[name] = serving.model
+        else:
+            models[name] = registry.load_model(info.registered_name, info.version)
     return models
 
 
@@ -60,7 +69,11 @@ def create_app():
 
 
 def create_fastapi_app():
-    """The bare FastAPI app (uvicorn workers)."""
+    """The bare FastAPI app (uvicorn workers).
+
+    This module has no `from __future__ import annotations`: FastAPI reads the route's
+    annotations, and a string "Request" would not resolve to the class imported here.
+    """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
