@@ -8,7 +8,8 @@ and an empty body as `{}`; reading through read_json_body gives every endpoint t
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import flask_smorest
 import marshmallow as ma
@@ -16,6 +17,9 @@ from flask import Request
 from webargs.flaskparser import FlaskParser
 
 from app.json_body import read_json_body
+from app.version_cache import version_parameter
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class JsonBodyParser(FlaskParser):
@@ -30,3 +34,17 @@ class Blueprint(flask_smorest.Blueprint):
     """flask_smorest.Blueprint with the project's JSON body parser; every resource uses it."""
 
     ARGUMENTS_PARSER = JsonBodyParser()
+
+    def pinned_route(self, rule: str) -> Callable[[type], type]:
+        """route() for a rule with a <version> pin, documenting what a pin may be."""
+        return self.route(rule, parameters=[version_parameter("path")])
+
+    def error_responses(self, schema: type[ma.Schema], *codes: int) -> Callable[[F], F]:
+        """Document schema as the error body of each status code (the standard protocols')."""
+
+        def decorate(view: F) -> F:
+            for code in codes:
+                view = self.alt_response(code, schema=schema, description="Error.")(view)
+            return view
+
+        return decorate

@@ -14,12 +14,24 @@ from typing import Any
 
 from flask import current_app, g
 
+from app.errors import ApiError
 from app.model_cache import ServedModel
 from app.predict.inference import Prediction, predict
 from app.predict.validation import InputValidator
 from app.runtime import get_runtime
 from app.version_cache import Pinned
-from core.specs import ModelSpec
+from core.specs import MODEL_SPECS, ModelSpec
+
+
+def spec_or_404(name: str) -> ModelSpec:
+    """The spec of a served model, or a 404 naming the models there are."""
+    spec = MODEL_SPECS.get(name)
+    if spec is None:
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise ApiError(
+            404, f"Model {shown!r} is not served here; models: {', '.join(MODEL_SPECS)}."
+        )
+    return spec
 
 
 @cache

@@ -56,16 +56,7 @@ FLOAT32_TREES = (
     GradientBoostingRegressor,
     GradientBoostingClassifier,
 )
-TREE_ENSEMBLES = (
-    RandomForestRegressor,
-    RandomForestClassifier,
-    ExtraTreesRegressor,
-    ExtraTreesClassifier,
-    GradientBoostingRegressor,
-    GradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    HistGradientBoostingClassifier,
-)
+TREE_ENSEMBLES = (*FLOAT32_TREES, HistGradientBoostingRegressor, HistGradientBoostingClassifier)
 ONNX_OPSET = 18
 # ONNX output names skl2onnx gives a classifier's probabilities and a regressor's values.
 ONNX_OUTPUTS = {"classification": "probabilities", "regression": "variable"}

@@ -23,7 +23,6 @@ from app.mlflow_scoring.schemas import (
     MlflowPredictionsSchema,
     request_body,
 )
-from app.version_cache import version_parameter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,20 +59,12 @@ def _render(code: int, message: str, errors: dict[str, Any] | None) -> tuple[int
 register_protocol_errors(blp, _render)
 
 
-def pinned_route(rule: str) -> Callable[[type], type]:
-    """blp.route for a rule with a <version> pin, documenting what a pin may be."""
-    return blp.route(rule, parameters=[version_parameter("path")])
+pinned_route = blp.pinned_route
 
 
 def errors(*codes: int) -> Callable[[F], F]:
     """Document MLflow's error body for each status code."""
-
-    def decorate(view: F) -> F:
-        for code in codes:
-            view = blp.alt_response(code, schema=MlflowErrorSchema, description="Error.")(view)
-        return view
-
-    return decorate
+    return blp.error_responses(MlflowErrorSchema, *codes)
 
 
 def documented_ping(view: F) -> F:

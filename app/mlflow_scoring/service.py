@@ -14,24 +14,12 @@ import orjson
 from flask import Response, request
 
 from app import prediction
-from app.errors import ApiError
 from app.json_body import parse_json, read_body
 from app.mlflow_scoring.formats import CONTENT_TYPE_CSV, csv_records, json_records, media_type
-from core.specs import MODEL_SPECS, ModelSpec
+from core.specs import ModelSpec
 
 MODEL_NAME_HEADER = "X-Model-Name"
 MODEL_VERSION_HEADER = "X-Model-Version"
-
-
-def spec_or_404(name: str) -> ModelSpec:
-    """The spec of a served model, or a 404 naming the models there are."""
-    spec = MODEL_SPECS.get(name)
-    if spec is None:
-        shown = name if len(name) <= 40 else name[:40] + "..."
-        raise ApiError(
-            404, f"Model {shown!r} is not served here; models: {', '.join(MODEL_SPECS)}."
-        )
-    return spec
 
 
 @cache
@@ -48,7 +36,7 @@ def _named(response: Response, spec: ModelSpec, version: str) -> Response:
 
 def ping(name: str, version: str | None) -> Response:
     """200 with MLflow's body ("\\n") once the version can answer; 404, 409 or 503 otherwise."""
-    spec = spec_or_404(name)
+    spec = prediction.spec_or_404(name)
     pinned = prediction.pinned(spec, version)
     return _named(
         Response("\n", status=200, mimetype="application/json"), spec, pinned.served.version
@@ -57,13 +45,13 @@ def ping(name: str, version: str | None) -> Response:
 
 def server_version(name: str) -> Response:
     """The MLflow version, as `mlflow models serve` answers it (bare text)."""
-    spec_or_404(name)
+    prediction.spec_or_404(name)
     return Response(mlflow_version(), status=200, mimetype="application/json")
 
 
 def invocations(name: str, version: str | None) -> Response:
     """Score a dataframe_split / dataframe_records / instances / inputs JSON or CSV body."""
-    spec = spec_or_404(name)
+    spec = prediction.spec_or_404(name)
     mime = media_type(request.headers.get("Content-Type"))
     raw = read_body()
     limit = prediction.max_rows()

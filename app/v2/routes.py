@@ -29,7 +29,6 @@ from app.v2.schemas import (
     infer_examples,
 )
 from app.v2.tensors import InferBody, InferRequest, read_infer_body
-from app.version_cache import version_parameter
 from core.specs import HOUSING
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,20 +64,12 @@ def _render(code: int, message: str, errors: dict[str, Any] | None) -> tuple[int
 register_protocol_errors(blp, _render)
 
 
-def pinned_route(rule: str) -> Callable[[type], type]:
-    """blp.route for a rule with a <version> pin, documenting what a pin may be."""
-    return blp.route(rule, parameters=[version_parameter("path")])
+pinned_route = blp.pinned_route
 
 
 def errors(*codes: int) -> Callable[[F], F]:
     """Document the V2 error body for each status code."""
-
-    def decorate(view: F) -> F:
-        for code in codes:
-            view = blp.alt_response(code, schema=V2ErrorSchema, description="Error.")(view)
-        return view
-
-    return decorate
+    return blp.error_responses(V2ErrorSchema, *codes)
 
 
 @blp.route("")

@@ -29,22 +29,11 @@ from app.v2.tensors import (
     encode_outputs,
 )
 from core import registry
-from core.specs import MODEL_SPECS, ModelSpec
+from core.specs import ModelSpec
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "sklearn"
-
-
-def spec_or_404(name: str) -> ModelSpec:
-    """The spec of a served model, or a 404 naming the models there are."""
-    spec = MODEL_SPECS.get(name)
-    if spec is None:
-        shown = name if len(name) <= 40 else name[:40] + "..."
-        raise ApiError(
-            404, f"Model {shown!r} is not served here; models: {', '.join(MODEL_SPECS)}."
-        )
-    return spec
 
 
 def server_metadata() -> dict[str, Any]:
@@ -65,7 +54,7 @@ def server_ready() -> dict[str, bool]:
 
 def model_ready(name: str, version: str | None) -> dict[str, Any]:
     """Ready when this version is loaded (a pinned one is loaded now); 404, 409 or 503."""
-    prediction.pinned(spec_or_404(name), version)
+    prediction.pinned(prediction.spec_or_404(name), version)
     return {"name": name, "ready": True}
 
 
@@ -93,7 +82,7 @@ def _registered_versions(spec: ModelSpec) -> list[str] | None:
 
 def model_metadata(name: str, version: str | None) -> dict[str, Any]:
     """Inputs, outputs, datatypes and shapes of a model, and the version that would answer."""
-    spec = spec_or_404(name)
+    spec = prediction.spec_or_404(name)
     pinned = prediction.pinned(spec, version)
     parameters: dict[str, Any] = {
         "registered_name": spec.registered_name,
@@ -216,7 +205,7 @@ def _select(tensors: list[OutputTensor], wanted: tuple[str, ...] | None) -> list
 
 def infer(name: str, version: str | None, request: InferRequest) -> Response:
     """Validate the tensors, predict with the pinned version, log, answer V2 outputs."""
-    spec = spec_or_404(name)
+    spec = prediction.spec_or_404(name)
     # The request is checked before a pinned version is looked up (or loaded): a bad one
     # changes nothing.
     matrix = prediction.validate_records(spec, _records(spec, request))
