@@ -56,6 +56,13 @@ HOUSING_ROW = {
 IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 ROWS = {"housing": HOUSING_ROW, "iris": IRIS_ROW}
 # The image's variables a caller may set (deploy/compose/test.sh exports the local stand-ins).
+# The commit the image is built from (deploy/compose/test.sh exports it; else this checkout's).
+GIT_COMMIT = (
+    os.environ.get("GIT_COMMIT")
+    or subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+)
 IMAGE_VARS = ("BASE_IMAGE", "REDIS_IMAGE", "POSTGRES_IMAGE", "NGINX_IMAGE", "PROMETHEUS_IMAGE")
 
 
@@ -118,6 +125,7 @@ class Stack:
             # The monitor must not start retrains of its own while the test counts jobs.
             "MONITOR_INTERVAL_SECONDS": "86400",
             **{k: os.environ[k] for k in IMAGE_VARS if os.environ.get(k)},
+            "GIT_COMMIT": GIT_COMMIT,  # a build argument: versions the image registers carry it
         }
         env_file = root / "compose.env"
         env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -416,7 +424,7 @@ def test_forced_retrain_is_promoted_and_served_by_every_replica(stack):
         # The image has no .git: it tags versions with the commit it was built from.
         info = stack.get("/models/info").json()["models"]
         served = next(m for m in info if m["name"] == "housing")
-        assert served["git_commit"] == os.environ["GIT_COMMIT"] != "unknown", served
+        assert served["git_commit"] == GIT_COMMIT, served
 
 
 def test_two_workers_retrain_housing_and_iris_at_once(stack):
