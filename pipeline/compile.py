@@ -198,6 +198,7 @@ def trees_to_onnx(task: str, pipeline: Any) -> Converted:
 
 
 def _onnx_bytes(model: Any, task: str, width: int, name: str) -> bytes:
+    from onnx import helper
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType
 
@@ -213,6 +214,11 @@ def _onnx_bytes(model: Any, task: str, width: int, name: str) -> bytes:
             options=options,
             target_opset=ONNX_OPSET,
         )
+    # skl2onnx lists the opset imports in a set's order, which follows the process's string hash
+    # seed: sorted, the same model is the same bytes in every process.
+    opsets = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    onx.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in opsets)
     return onx.SerializeToString()
 
 

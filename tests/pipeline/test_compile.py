@@ -5,10 +5,15 @@ fails or disagrees scikit-learn serves with the reason recorded."""
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 from sklearn.base import clone
@@ -243,3 +248,35 @@ def test_agreement_tolerances():
     assert flipped.disagreeing_rows == 1 and flipped.label_mismatches == 0
     swapped = compiled.agreement("classification", proba, proba[:, ::-1])
     assert swapped.label_mismatches == 2
+
+
+CONVERT_IN_A_PROCESS = """
+import hashlib, pickle, sys
+from pipeline import compile as compile_stage
+fitted = pickle.load(open(sys.argv[1], "rb"))
+print(hashlib.md5(compile_stage.convert("classification", fitted)[1]).hexdigest())
+"""
+
+
+def test_the_same_model_converts_to_the_same_bytes_in_every_process(data, tmp_path):
+    # Each process has its own string hash seed; set order must not reach the artefact.
+    x_train, y_train, _ = data["iris"]
+    fitted = iris(CalibratedClassifierCV(SVC(random_state=0), ensemble=False)).fit(x_train, y_train)
+    path = tmp_path / "iris.pkl"
+    path.write_bytes(pickle.dumps(fitted))
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", CONVERT_IN_A_PROCESS, str(path)],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        ).stdout.strip()
+        for seed in range(1, 6)
+    }
+    assert len(digests) == 1, digests
+    _, artefact = compile_stage.convert(IRIS.task, fitted)
+    domains = [o.domain for o in onnx.load_from_string(artefact).opset_import]
+    assert domains == sorted(domains)
