@@ -14,6 +14,7 @@ from flask import Flask
 
 def _blueprints() -> list:
     """Every API blueprint, in documentation order; new resources are added here."""
+    from app.canary import blp as canary
     from app.feedback import blp as feedback
     from app.health import blp as health
     from app.jobs import blp as jobs
@@ -24,7 +25,18 @@ def _blueprints() -> list:
     from app.prediction_log_api import blp as predictions
     from app.v2 import blp as v2
 
-    return [predict, v2, mlflow_scoring, models, feedback, predictions, health, metrics, jobs]
+    return [
+        predict,
+        v2,
+        mlflow_scoring,
+        models,
+        canary,
+        feedback,
+        predictions,
+        health,
+        metrics,
+        jobs,
+    ]
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:

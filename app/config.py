@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from core.settings import Settings, env
 
@@ -43,6 +43,18 @@ class ApiSettings(Settings):
         "memory budget of those pinned versions per API worker (MB, estimated from each "
         "model's serialized size)",
     )
+    shadow_share: float = env(
+        "SHADOW_SHARE",
+        0.2,
+        "share of unpinned requests the version that did not answer also scores, off the "
+        "request path, while a model has a `@challenger` (0 turns shadow scoring off)",
+    )
+    shadow_queue_max_rows: int = env(
+        "SHADOW_QUEUE_MAX_ROWS",
+        20_000,
+        "rows waiting for shadow scoring per API worker; requests beyond are not shadowed "
+        "(counted as dropped)",
+    )
     prediction_log_enabled: bool = env(
         "PREDICTION_LOG_ENABLED", True, "store every predicted row in the prediction log"
     )
@@ -65,6 +77,13 @@ class ApiSettings(Settings):
         "longest such wait, after which rows are dropped (and counted)",
     )
     request_log_enabled: bool = env("REQUEST_LOG_ENABLED", True, "one JSON log line per request")
+
+    @field_validator("shadow_share")
+    @classmethod
+    def _share(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("SHADOW_SHARE must be between 0 and 1")
+        return value
 
 
 class ServerSettings(Settings):

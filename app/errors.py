@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import marshmallow as ma
 import orjson
@@ -20,7 +20,11 @@ from flask.blueprints import BlueprintSetupState
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from core import registry
+
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class ErrorSchema(ma.Schema):
@@ -49,6 +53,22 @@ class ApiError(Exception):
         self.message = message
         self.errors = errors
         self.headers = headers or {}
+
+
+def registry_call(func: Callable[..., T], *args: Any) -> T:
+    """Run a model registry function: NotFound is a 404, Conflict a 409, any other failure a
+    503 (the registry being down is not the client's fault)."""
+    try:
+        return func(*args)
+    except registry.NotFound as exc:
+        raise ApiError(404, str(exc)) from None
+    except registry.Conflict as exc:
+        raise ApiError(409, str(exc)) from None
+    except ApiError:
+        raise
+    except Exception:
+        log.exception("model registry call %s failed", getattr(func, "__name__", func))
+        raise ApiError(503, "The model registry is unavailable; retry later.") from None
 
 
 def validation_error(errors: dict[str, Any], message: str = "Invalid input.") -> ApiError:

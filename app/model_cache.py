@@ -21,6 +21,7 @@ import numpy as np
 
 from core import compiled, metrics
 from core import registry as core_registry
+from core.conformal import CONFORMAL_FILE, Intervals
 from core.registry import VersionInfo
 from core.specs import ALIAS_CHAMPION, ModelSpec
 
@@ -58,6 +59,8 @@ class ServedModel:
     inference_histogram: Any = None
     value_histogram: Any = None
     class_counters: tuple[Any, ...] = ()
+    # Conformal intervals of a regression version (its conformal.json); None when it has none.
+    intervals: Intervals | None = None
 
     def describe(self) -> dict[str, Any]:
         """The /models/info view of this version."""
@@ -70,6 +73,7 @@ class ServedModel:
             "algorithm": self.algorithm,
             "runtime": self.runtime,
             "runtime_reason": self.runtime_reason,
+            "intervals": self.intervals.describe() if self.intervals else None,
             "metrics": self.info.tag_json("metrics", {}),
             "params": self.info.tag_json("params", {}),
             "features": self.spec.feature_names,
@@ -122,8 +126,25 @@ def load_served_model(
     pipeline, files = registry.load_model_and_files(spec.registered_name, info.version)
     serving = compiled.for_serving(spec.task, pipeline, files, info.tags, probe_rows(spec))
     return build_served_model(
-        spec, info, serving.model, runtime=serving.runtime, runtime_reason=serving.reason
+        spec,
+        info,
+        serving.model,
+        runtime=serving.runtime,
+        runtime_reason=serving.reason,
+        intervals=_intervals(spec, info, files.get(CONFORMAL_FILE)),
     )
+
+
+def _intervals(spec: ModelSpec, info: VersionInfo, data: bytes | None) -> Intervals | None:
+    """A regression version's intervals; None (and a warning) when its file is unusable: the
+    version still serves point predictions."""
+    if spec.task != "regression" or data is None:
+        return None
+    try:
+        return Intervals.from_json(data)
+    except ValueError as exc:
+        log.warning("%s version %s: unusable %s: %s", spec.name, info.version, CONFORMAL_FILE, exc)
+        return None
 
 
 def build_served_model(
@@ -132,6 +153,7 @@ def build_served_model(
     model: Any,
     runtime: str = compiled.RUNTIME_SKLEARN,
     runtime_reason: str | None = None,
+    intervals: Intervals | None = None,
 ) -> ServedModel:
     """Warm model with spec's example row and check its outputs; ModelLoadError if unusable."""
     x = probe_rows(spec)[:1]
@@ -194,6 +216,7 @@ def build_served_model(
             metrics.MODEL_PREDICTION_VALUE.labels(spec.name) if spec.task == "regression" else None
         ),
         class_counters=tuple(metrics.MODEL_PREDICTED_CLASS.labels(spec.name, c) for c in classes),
+        intervals=intervals,
     )
 
 
@@ -207,6 +230,7 @@ class ModelCache:
         registry: ModuleType | Any = core_registry,
         on_first_ready: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        after_refresh: Callable[[], None] | None = None,
     ) -> None:
         self.specs = {spec.name: spec for spec in specs}
         self._clock = clock  # check ages and retry back-off; tests inject a fake
@@ -219,6 +243,7 @@ class ModelCache:
         self._thread: threading.Thread | None = None
         self._refresh_lock = threading.Lock()
         self._on_first_ready = on_first_ready
+        self._after_refresh = after_refresh  # more per-tick reads (the canary routing)
 
     # -- request path -------------------------------------------------------------------------
     def get(self, name: str) -> ServedModel | None:
@@ -277,10 +302,12 @@ class ModelCache:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.refresh()
-            except Exception:  # the refresher must never die
-                log.exception("model refresh pass failed")
+            for task in (self.refresh, self._after_refresh):
+                try:
+                    if task is not None:
+                        task()
+                except Exception:  # the refresher must never die
+                    log.exception("model refresh pass failed")
             self._wake.wait(self.refresh_seconds)
             self._wake.clear()
 

@@ -1,7 +1,7 @@
 """Predicting for the standard protocols (V2, MLflow scoring) as /predict does.
 
 Rows are validated by the predict resource's column-wise validator and the model is run by its
-predict_rows, so every protocol rejects exactly what /predict rejects and records the same model
+predict, so every protocol rejects exactly what /predict rejects and records the same model
 metrics, request-log fields and prediction-log rows. (The two predict modules are lent here
 through an import-linter exception; see pyproject.toml.)
 """
@@ -15,10 +15,11 @@ from typing import Any
 from flask import current_app, g
 
 from app.errors import ApiError
+from app.inference import Prediction, predict
 from app.model_cache import ServedModel
-from app.predict.inference import Prediction, predict
 from app.predict.validation import InputValidator
 from app.runtime import get_runtime
+from app.traffic import routing_key
 from app.version_cache import Pinned
 from core.specs import MODEL_SPECS, ModelSpec
 
@@ -54,8 +55,15 @@ def pinned(spec: ModelSpec, version: str | None) -> Pinned:
     return get_runtime().versions.get(spec, version)
 
 
+def routed(spec: ModelSpec, version: str | None) -> Pinned:
+    """The version answering an inference request: the pinned one, else the champion or, for
+    the canary's share of clients, the challenger."""
+    return get_runtime().route(spec, version, routing_key(g.rq.request_id))
+
+
 def predict_and_log(pinned: Pinned, matrix: Any) -> Prediction:
-    """Run the pinned version on a validated matrix; log the request and every row."""
+    """Run the pinned version on a validated matrix; log the request and every row; offer a
+    routed request to shadow scoring."""
     served = pinned.served
     prediction = predict(served, matrix)
     info = g.rq
@@ -71,6 +79,8 @@ def predict_and_log(pinned: Pinned, matrix: Any) -> Prediction:
             prediction.log_outputs,
             latency_ms,
         )
+    if pinned.routed:
+        get_runtime().shadow.offer(pinned, info.request_id, matrix, prediction)
     return prediction
 
 

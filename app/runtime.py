@@ -18,12 +18,15 @@ from typing import Any
 from flask import Flask, current_app
 from sqlalchemy.engine import Engine
 
+from app.errors import ApiError
 from app.model_cache import ModelCache
-from app.version_cache import VersionCache
+from app.shadow import ShadowScorer
+from app.traffic import Traffic
+from app.version_cache import Pinned, VersionCache, model_ref
 from core import db, registry
 from core.db import make_engine, redact
 from core.prediction_log import PredictionLogWriter
-from core.specs import MODEL_SPECS
+from core.specs import ALIAS_CHALLENGER, MODEL_SPECS, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +68,34 @@ class Runtime:
             "max_versions": config["PINNED_VERSIONS_MAX"],
             "max_bytes": int(config["PINNED_VERSIONS_MAX_MB"] * 1024 * 1024),
         }
-        self.cache = self._new_cache()
-        self.versions = self._new_versions()
+        self._shadow_options = {
+            "share": config["SHADOW_SHARE"],
+            "max_rows": config["SHADOW_QUEUE_MAX_ROWS"],
+        }
+        self._new_services()
         self.prediction_log: PredictionLogWriter | None = None
         self._engine: Engine | None = None
         self._engine_pid: int | None = None
         self._started_pid: int | None = None
         self._lock = threading.Lock()
 
+    def _new_services(self) -> None:
+        """The model cache, pinned versions, routing and shadow scorer of this process."""
+        self.traffic = Traffic(
+            MODEL_SPECS.values(), prepare=lambda spec, v: self.versions.get(spec, v)
+        )
+        self.cache = self._new_cache()
+        self.versions = self._new_versions()
+        self.shadow = ShadowScorer(
+            self.traffic, self.versions.get, self.database, **self._shadow_options
+        )
+
     def _new_cache(self) -> ModelCache:
         return ModelCache(
-            MODEL_SPECS.values(), refresh_seconds=self.refresh_seconds, on_first_ready=freeze_gc
+            MODEL_SPECS.values(),
+            refresh_seconds=self.refresh_seconds,
+            on_first_ready=freeze_gc,
+            after_refresh=self.traffic.refresh,
         )
 
     def _new_versions(self) -> VersionCache:
@@ -126,8 +146,7 @@ class Runtime:
             if self._started_pid is not None:
                 # Threads do not survive fork: build fresh objects rather than reuse state
                 # copied from the parent mid-flight.
-                self.cache = self._new_cache()
-                self.versions = self._new_versions()
+                self._new_services()
                 self.prediction_log = None
             self._started_pid = pid
         if self._log_enabled and self.prediction_log is None:
@@ -137,6 +156,7 @@ class Runtime:
         if self.prediction_log is not None:
             self.prediction_log.start()
         self.cache.start()
+        self.shadow.start()
         log.info(
             "services started (pid %d): registry %s, prediction log %s",
             pid,
@@ -146,9 +166,26 @@ class Runtime:
 
     def stop(self) -> None:
         """Flush the prediction log and stop the background threads (graceful shutdown)."""
+        self.shadow.stop()
         if self.prediction_log is not None:
             self.prediction_log.close()
         self.cache.stop()
+
+    def route(self, spec: ModelSpec, pin: str | None, key: str) -> Pinned:
+        """The version answering a request: the one it pins; else the champion, or the
+        challenger for the canary's share of routing keys. A challenger that cannot answer
+        now leaves the champion answering: a canary never fails a request."""
+        canary = self.traffic.canary(spec.name) if pin is None else None
+        if canary is not None and self.traffic.to_challenger(spec, key):
+            try:
+                # By number: the canary names the version, and no registry call is made here.
+                served = self.versions.get(spec, canary.version).served
+            except ApiError as exc:
+                log.warning("canary of %s: the challenger cannot answer: %s", spec.name, exc)
+            else:
+                return Pinned(served, model_ref(served, ALIAS_CHALLENGER), routed=True)
+        pinned = self.versions.get(spec, pin)
+        return Pinned(pinned.served, pinned.ref, routed=True) if pin is None else pinned
 
 
 def _safe_uri(uri: str) -> str:

@@ -68,6 +68,7 @@ class Pinned:
 
     served: ServedModel
     ref: dict[str, str]  # name, registered_name, version and, when pinned by alias, alias
+    routed: bool = False  # chosen by the service (champion or canary), not pinned by the client
 
 
 def model_ref(served: ServedModel, alias: str | None) -> dict[str, str]:

@@ -227,6 +227,16 @@ def score(spec: ModelSpec, predictions: Sequence[Any], actuals: Sequence[Any]) -
     return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err)))}
 
 
+def labelled_values(
+    engine: Engine, model: str, version: str, window: int = DEFAULT_WINDOW
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and actual values of a regression version's newest `window` labels (the rows
+    quality() scores), newest first."""
+    rows = _window(engine, model, version, window)
+    predictions = np.asarray([r.prediction for r in rows], dtype=float)
+    return predictions, np.asarray([r.actual for r in rows], dtype=float)
+
+
 def quality(
     engine: Engine, spec: ModelSpec, version: str, window: int = DEFAULT_WINDOW
 ) -> dict[str, Any]:

@@ -68,6 +68,26 @@ MODEL_RELOADS = Counter(
     "Attempts to load a new champion version: outcome is success or failure.",
     ["model", "outcome"],
 )
+# Shadow scoring and canary routing (issue: judging a challenger on live traffic).
+MODEL_SHADOW_ROWS = Counter(
+    "model_shadow_rows",
+    "Rows scored off the request path by the version that did not answer (shadow): outcome is "
+    "scored, failed (the shadow version raised or gave non-finite outputs) or dropped (queue "
+    "full, or no version to compare with).",
+    ["model", "version", "outcome"],
+)
+MODEL_SHADOW_SECONDS = Histogram(
+    "model_shadow_seconds",
+    "Model time of one shadow scoring (off the request path).",
+    ["model"],
+    buckets=INFERENCE_BUCKETS,
+)
+MODEL_CANARY_SHARE = Gauge(
+    "model_canary_share",
+    "Share of the model's unpinned traffic a worker routes to the @challenger version.",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)
 RETRAIN_JOBS = Counter(
     "retrain_jobs",
     "Finished retrain jobs by outcome (promoted, rejected, up_to_date, failed).",
@@ -146,6 +166,13 @@ MODEL_LIVE_LABELLED_ROWS = Gauge(
     ["model", "version"],
     multiprocess_mode="mostrecent",
 )
+MODEL_INTERVAL_COVERAGE = Gauge(
+    "model_interval_coverage",
+    "Share of the latest labelled predictions of a regression model version whose actual value "
+    "lies inside the version's conformal interval at level (nominal coverage: the level).",
+    ["model", "version", "level"],
+    multiprocess_mode="mostrecent",
+)
 RETRAIN_AUTO_TRIGGERS = Counter(
     "retrain_auto_triggers",
     "Degradation checks that asked for a retrain, by trigger (drift, performance) and outcome "
@@ -167,6 +194,44 @@ PREDICTION_LOG_PRUNED = Counter(
     "prediction_log_pruned_rows",
     "Prediction log rows removed by the retention job (older than PREDICTION_LOG_RETENTION_DAYS).",
 )
+# Champion against challenger on the same requests (core.comparison), set by the monitor check.
+MODEL_COMPARISON_ROWS = Gauge(
+    "model_comparison_rows",
+    "Shadow-scored rows the latest champion/challenger comparison covered (0: no challenger).",
+    ["model"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_COMPARISON_AGREEMENT = Gauge(
+    "model_comparison_agreement",
+    "Share of compared rows where champion and challenger give the same label (classification).",
+    ["model"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_COMPARISON_ABS_DIFF = Gauge(
+    "model_comparison_abs_diff",
+    "Mean absolute difference of champion and challenger outputs on the same rows (regression: "
+    "predictions; classification: class probabilities).",
+    ["model"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_COMPARISON_LABELLED = Gauge(
+    "model_comparison_labelled",
+    "Compared rows with a ground-truth label, on which both versions' live quality is scored.",
+    ["model"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_COMPARISON_LIVE_METRIC = Gauge(
+    "model_comparison_live_metric",
+    "Live metric (rmse, mae, accuracy) of the champion or the challenger (alias) on the same "
+    "labelled rows.",
+    ["model", "alias", "metric"],
+    multiprocess_mode="mostrecent",
+)
+MODEL_COMPARISON_ACTIONS = Counter(
+    "model_comparison_actions",
+    "What the monitor's comparison rule did to a challenger: promoted or rejected.",
+    ["model", "action"],
+)
 
 ALL_METRICS = (
     MODEL_PREDICTIONS,
@@ -175,6 +240,9 @@ ALL_METRICS = (
     MODEL_PREDICTED_CLASS,
     MODEL_INFO,
     MODEL_RELOADS,
+    MODEL_SHADOW_ROWS,
+    MODEL_SHADOW_SECONDS,
+    MODEL_CANARY_SHARE,
     RETRAIN_JOBS,
     RETRAIN_DURATION_SECONDS,
     RETRAIN_STAGE,
@@ -188,10 +256,17 @@ ALL_METRICS = (
     MODEL_LIVE_MAE,
     MODEL_LIVE_ACCURACY,
     MODEL_LIVE_LABELLED_ROWS,
+    MODEL_INTERVAL_COVERAGE,
     RETRAIN_AUTO_TRIGGERS,
     MONITOR_RUNS,
     MONITOR_LAST_SUCCESS,
     PREDICTION_LOG_PRUNED,
+    MODEL_COMPARISON_ROWS,
+    MODEL_COMPARISON_AGREEMENT,
+    MODEL_COMPARISON_ABS_DIFF,
+    MODEL_COMPARISON_LABELLED,
+    MODEL_COMPARISON_LIVE_METRIC,
+    MODEL_COMPARISON_ACTIONS,
 )
 
 

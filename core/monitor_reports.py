@@ -17,7 +17,8 @@ from core import db
 DRIFT = "drift"
 QUALITY = "quality"
 RETENTION = "retention"
-KINDS = (DRIFT, QUALITY, RETENTION)
+COMPARISON = "comparison"  # champion against challenger, and what the monitor did about it
+KINDS = (DRIFT, QUALITY, RETENTION, COMPARISON)
 ANY_MODEL = "*"  # reports that are not about one model (retention)
 
 # The status of a drift or quality report: the monitor writes them, the API serves them.

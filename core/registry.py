@@ -238,9 +238,51 @@ def set_tags(registered_name: str, version: str, tags: dict[str, str]) -> None:
         client.set_model_version_tag(registered_name, str(version), key, str(value))
 
 
+def model_state(registered_name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The registered model's aliases (alias -> version) and its own tags, in one call;
+    both empty when the model does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        record = _client().get_registered_model(registered_name)
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            return {}, {}
+        raise
+    aliases = {alias: str(version) for alias, version in (record.aliases or {}).items()}
+    return aliases, dict(record.tags or {})
+
+
+def set_model_tag(registered_name: str, key: str, value: str) -> None:
+    """Set a tag of the registered model itself (not of a version)."""
+    _client().set_registered_model_tag(registered_name, key, value)
+
+
+def delete_model_tag(registered_name: str, key: str) -> None:
+    """Remove a tag of the registered model; nothing happens when it is not set."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        _client().delete_registered_model_tag(registered_name, key)
+    except MlflowException as exc:
+        if not _is_not_found(exc):
+            raise
+
+
 def set_challenger(registered_name: str, version: str) -> None:
     """Mark the latest candidate."""
     _client().set_registered_model_alias(registered_name, ALIAS_CHALLENGER, str(version))
+
+
+def clear_challenger(registered_name: str, version: str) -> bool:
+    """Remove @challenger when it still points at version (a rejected candidate); False when
+    it has moved on (a newer candidate keeps it) or is not set."""
+    current = get_alias(registered_name, ALIAS_CHALLENGER)
+    if current is None or current.version != str(version):
+        return False
+    _client().delete_registered_model_alias(registered_name, ALIAS_CHALLENGER)
+    log.info("removed @challenger from %s version %s", registered_name, version)
+    return True
 
 
 def promote(registered_name: str, version: str) -> VersionInfo:
@@ -364,3 +406,25 @@ def load_drift_reference(registered_name: str, version: str) -> dict[str, Any] |
     except Exception as exc:  # MLflow raises several types for a missing artifact
         log.warning("no drift reference for %s version %s: %s", registered_name, version, exc)
         return None
+
+
+def load_conformal(registered_name: str, version: str) -> dict[str, Any] | None:
+    """The conformal.json stored with a version (core.conformal), downloading only that file;
+    None when the version has none (registered before intervals existed).
+
+    Raises NotFound for an unknown version; other registry or artifact-store failures propagate.
+    """
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    from core.conformal import CONFORMAL_FILE
+
+    get_version(registered_name, version)  # NotFound first: "no file" must mean just that
+    uri = f"{model_uri(registered_name, version)}/{EXTRA_FILES_DIR}/{CONFORMAL_FILE}"
+    try:
+        data = mlflow.artifacts.load_dict(uri)
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            return None
+        raise
+    return data if isinstance(data, dict) else None

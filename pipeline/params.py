@@ -128,6 +128,19 @@ FEATURE_KEYS = {"regression": ("geo", "ratios"), "classification": ("scale",)}
 BUDGET_KEYS = {"max_ops_per_row": _positive_int, "max_artifact_mb": _positive}
 
 
+# The coverage gate of regression models (validate): conformal intervals on the holdout.
+COVERAGE_KEYS = ("interval_levels", "max_coverage_gap")
+
+
+def _check_coverage(where: str, gates: dict[str, Any]) -> None:
+    levels = _required(gates, where, "interval_levels")
+    if not isinstance(levels, list) or not levels:
+        raise ParamsError(f"{where}.interval_levels must be a non-empty list, got {levels!r}")
+    for level in levels:
+        _fraction(f"{where}.interval_levels", level)
+    _fraction(f"{where}.max_coverage_gap", _required(gates, where, "max_coverage_gap"), 0, 0.5)
+
+
 def check(params: dict[str, Any]) -> None:
     """Raise ParamsError with a clear message for anything missing, out of range or unknown."""
     if not isinstance(params.get("seed"), int) or isinstance(params.get("seed"), bool):
@@ -179,8 +192,10 @@ def check(params: dict[str, Any]) -> None:
         gates = _stage(params, "validate", model)
         for key, checker in BUDGET_KEYS.items():
             checker(f"{where}.{key}", _required(gates, where, key))
+        if spec.task == "regression":
+            _check_coverage(where, gates)
         for key, value in gates.items():
-            if key in BUDGET_KEYS:
+            if key in BUDGET_KEYS or (spec.task == "regression" and key in COVERAGE_KEYS):
                 continue
             if key.startswith(("min_accuracy", "min_r2", "min_macro_f1")):
                 _fraction(f"{where}.{key}", value, -1.0 if key == "min_r2" else 0.0, 1.0001)

@@ -17,6 +17,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 
 from core import compiled, registry
+from core.conformal import CONFORMAL_FILE
 from core.specs import get_spec
 from pipeline import io, params
 from pipeline.metrics import holdout_metrics
@@ -94,8 +95,8 @@ def log_candidate(
 ) -> str:
     """Log params, metrics, plots, drift reference and model to the train run; returns its URI.
 
-    extra_files (the compiled form) go into the logged model's folder, so they belong to the
-    version exactly as its scikit-learn model does.
+    extra_files (conformal.json, the compiled form) go into the logged model's folder, so they
+    belong to the version exactly as its scikit-learn model does.
     """
     import skops.io
 
@@ -159,7 +160,10 @@ def main(model: str) -> None:
     }
     if serving.get("reason"):
         tags[compiled.TAG_RUNTIME_REASON] = serving["reason"][:500]
-    uri = log_candidate(model, estimator, train, metrics, tags, compiled_files(model, serving))
+    # conformal.json goes with every version, whatever runtime serves it: the API's intervals
+    # (housing) and the monitor's live coverage read it from there.
+    extra = [str(io.model_dir(model) / CONFORMAL_FILE), *compiled_files(model, serving)]
+    uri = log_candidate(model, estimator, train, metrics, tags, extra)
     candidate = registry.register(uri, spec.registered_name, tags)
     registry.set_challenger(spec.registered_name, candidate.version)
 

@@ -3,7 +3,12 @@ the serving-cost and size budgets. Every candidate is a nested MLflow run.
 
 The choice depends only on data, params and seed: budgets are computed from the fitted model's
 structure (pipeline.cost), and fitting runs on one thread so the bytes of a model do not depend
-on the machine's core count. Measured latency is recorded, never used."""
+on the machine's core count. Measured latency is recorded, never used.
+
+The picked candidate's out-of-fold predictions (each row scored by the fold model that did not
+see it, from the same cross-validation that ranked it: nothing is refitted) calibrate what is
+stored with the version in conformal.json: conformal prediction intervals for regression, the
+probability calibration summary (Brier score, reliability bins) for classification."""
 
 from __future__ import annotations
 
@@ -18,13 +23,16 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from core import registry
+from core.conformal import CONFORMAL_FILE, KIND_CALIBRATION, Intervals
 from core.specs import get_spec
 from pipeline import algorithms, cost, io, measure, params
-from pipeline.metrics import CV_SCORERS, cv_metrics
+from pipeline.metrics import CV_SCORERS, brier, cv_metrics, reliability
 from pipeline.validate import metric_gates
 
-# train.json and MLflow keep everything about a candidate but the fitted object.
+# train.json and MLflow keep everything about a candidate but the fitted objects.
 FITTED = "pipeline"
+FOLDS = "fold_models"  # (fold estimators, their test indices) from cross_validate
+INTERNAL = (FITTED, FOLDS)
 
 
 def cv_splitter(task: str, folds: int, seed: int):
@@ -43,7 +51,15 @@ def evaluate_candidate(
         [("features", clone(features)), ("model", algorithms.build(spec.task, algo, hyper, seed))]
     )
     scores = cross_validate(
-        pipe, x, y, cv=cv_splitter(spec.task, cfg["cv_folds"], seed), scoring=CV_SCORERS[spec.task]
+        pipe,
+        x,
+        y,
+        cv=cv_splitter(spec.task, cfg["cv_folds"], seed),
+        scoring=CV_SCORERS[spec.task],
+        # Kept for the out-of-fold predictions of the picked candidate (see oof_predictions):
+        # the scores are the same as without them.
+        return_estimator=True,
+        return_indices=True,
     )
     cv = cv_metrics(spec.task, scores)
     pipe.fit(x, y)
@@ -57,6 +73,43 @@ def evaluate_candidate(
         "artifact_mb": cost.artifact_mb(pipe),
         "latency_ms": measure.single_row_latency_ms(pipe, x),  # information only
         FITTED: pipe,
+        FOLDS: (scores["estimator"], scores["indices"]["test"]),
+    }
+
+
+def oof_predictions(task: str, result: dict, x: np.ndarray) -> np.ndarray:
+    """Each training row predicted by the fold model that did not see it (as cross_val_predict
+    would, without refitting): values for regression, class probabilities for classification."""
+    estimators, test_indices = result[FOLDS]
+    out = None
+    for estimator, index in zip(estimators, test_indices, strict=True):
+        part = (
+            estimator.predict(x[index])
+            if task == "regression"
+            else estimator.predict_proba(x[index])
+        )
+        if out is None:
+            out = np.empty((len(x), *np.shape(part)[1:]), dtype=float)
+        out[index] = part
+    assert out is not None
+    return out
+
+
+def calibration(model: str, result: dict, x: np.ndarray, y: np.ndarray, folds: int) -> dict:
+    """conformal.json of the picked candidate, from its out-of-fold predictions."""
+    spec = get_spec(model)
+    oof = oof_predictions(spec.task, result, x)
+    if spec.task == "regression":
+        return Intervals.fit(y, oof, folds).to_json()
+    classes = [str(c) for c in result[FITTED].classes_]
+    return {
+        "kind": KIND_CALIBRATION,
+        "method": f"out-of-fold probabilities ({folds} folds)",
+        "n": len(y),
+        "folds": folds,
+        "classes": classes,
+        "brier": round(brier(y, oof, classes), 6),
+        "reliability": reliability(y, oof, classes),
     }
 
 
@@ -99,7 +152,10 @@ def check_fallback(model: str, best: dict, excluded: list[dict], gates: dict) ->
     """A fallback whose CV figures already fail validate's thresholds is an error now."""
     if not excluded:
         return
-    failing = [g for g in metric_gates(best["cv_metrics"], gates) if not g["passed"]]
+    # Only thresholds on figures cross-validation produces: a holdout-only one (brier) or the
+    # coverage gate is validate's alone to check.
+    comparable = {k: v for k, v in gates.items() if k.partition("_")[2] in best["cv_metrics"]}
+    failing = [g for g in metric_gates(best["cv_metrics"], comparable) if not g["passed"]]
     if failing:
         causes = ", ".join(
             f"cv {g['gate'].partition('_')[2]} {g['value']:.4f} vs {g['gate']} {g['limit']}"
@@ -114,7 +170,7 @@ def check_fallback(model: str, best: dict, excluded: list[dict], gates: dict) ->
 
 
 def main(model: str) -> None:
-    """Write models/<model>/model.pkl and train.json."""
+    """Write models/<model>/model.pkl, conformal.json and train.json."""
     cfg = params.section("train", model)
     # Read to fail early on a hopeless fallback only: the fitted model never depends on it, so
     # it is not a DVC param of this stage (validate re-checks on the holdout anyway).
@@ -152,6 +208,8 @@ def main(model: str) -> None:
         if excluded:
             print(f"train {model}: {describe(excluded)}")
         check_fallback(model, best, excluded, gates)
+        # On one thread too: the file's bytes depend on data, params and seed only.
+        conformal = calibration(model, best, x, y, cfg["cv_folds"])
         mlflow.log_metric(metric, best["cv_metric"])
         mlflow.log_metric("latency_ms", best["latency_ms"])
         mlflow.set_tag("best_algorithm", best["algorithm"])
@@ -159,12 +217,13 @@ def main(model: str) -> None:
             mlflow.set_tag("excluded_candidates", describe(excluded))
 
     io.save_object(io.model_dir(model) / "model.pkl", best[FITTED])
-    summary = {k: v for k, v in best.items() if k != FITTED}
+    io.write_json(io.model_dir(model) / CONFORMAL_FILE, conformal)
+    summary = {k: v for k, v in best.items() if k not in INTERNAL}
     summary["run_id"] = parent.info.run_id
     summary["excluded"] = excluded
-    summary["candidates"] = [{k: v for k, v in r.items() if k != FITTED} for r in results]
+    summary["candidates"] = [{k: v for k, v in r.items() if k not in INTERNAL} for r in results]
     io.write_json(io.model_dir(model) / "train.json", summary)
-    print(f"train {model}: picked {best['algorithm']}")
+    print(f"train {model}: picked {best['algorithm']}; {CONFORMAL_FILE}: {conformal['method']}")
 
 
 if __name__ == "__main__":

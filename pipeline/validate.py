@@ -1,5 +1,9 @@
 """Stage validate: gates a candidate must pass before it may be registered.
 
+Regression candidates also pass a coverage gate: the conformal intervals of conformal.json
+(calibrated by train on training rows only) must cover the holdout targets at each of
+`interval_levels` within `max_coverage_gap` of the nominal level.
+
 A failing gate exits non-zero with one line per failure, so `dvc repro` stops and nothing is
 registered. Every gate is computed from the model and the holdout, never from a clock, so the
 report (a dependency of register) is the same bytes whenever the model is.
@@ -18,19 +22,22 @@ from typing import Any
 import numpy as np
 
 from core import compiled
+from core.conformal import CONFORMAL_FILE, Intervals, level_name
 from core.specs import get_spec
 from pipeline import cost, io, params
 from pipeline.compile import compile_model
 
 # Budget gates, checked against the model's structure rather than its metrics.
 BUDGET_GATES = {"max_ops_per_row": cost.ops_per_row, "max_artifact_mb": cost.artifact_mb}
+# Params of the coverage gate (regression), not min_/max_ metric thresholds.
+COVERAGE_PARAMS = ("interval_levels", "max_coverage_gap")
 
 
 def metric_gates(metrics: dict[str, float], cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """min_<metric> / max_<metric> params compared with the evaluated metrics."""
     checks = []
     for key, limit in cfg.items():
-        if key in BUDGET_GATES:
+        if key in BUDGET_GATES or key in COVERAGE_PARAMS:
             continue
         bound, _, name = key.partition("_")
         value = metrics.get(name)
@@ -76,6 +83,26 @@ def behaviour_gates(model: str, estimator: Any, x: np.ndarray, seed: int) -> lis
     return checks
 
 
+def coverage_gates(
+    intervals: Intervals, pred: np.ndarray, y: np.ndarray, levels: list[float], gap: float
+) -> list[dict[str, Any]]:
+    """One check per level: holdout coverage within gap of the nominal level."""
+    checks = []
+    for level in levels:
+        coverage = float(intervals.covered(pred, y, level).mean())
+        low, high = round(level - gap, 6), round(level + gap, 6)
+        checks.append(
+            {
+                "gate": f"coverage_{level_name(level)}",
+                "passed": bool(low <= coverage <= high),
+                "value": coverage,
+                "limit": [low, high],
+                "detail": f"{intervals.method}, n={intervals.n}; holdout rows={len(y)}",
+            }
+        )
+    return checks
+
+
 def serving_gate(model: str, estimator: Any, files: dict[str, bytes], rows: list) -> dict:
     """Which runtime serves the candidate, and why (see the module docstring).
 
@@ -109,9 +136,14 @@ def main(model: str) -> None:
     cfg = params.section("validate", model)
     estimator = io.load_object(io.model_dir(model) / "model.pkl")
     metrics = io.read_json(io.metrics_file(model))
-    x, _ = io.read_split(model, "holdout")
+    x, y = io.read_split(model, "holdout")
 
     checks = metric_gates(metrics, cfg)
+    if get_spec(model).task == "regression":
+        intervals = Intervals.from_json((io.model_dir(model) / CONFORMAL_FILE).read_bytes())
+        levels = [float(level) for level in cfg["interval_levels"]]
+        gap = float(cfg["max_coverage_gap"])
+        checks += coverage_gates(intervals, estimator.predict(x), y, levels, gap)
     for gate, measure in BUDGET_GATES.items():
         value = measure(estimator)
         checks.append(

@@ -30,4 +30,11 @@ MONITOR_METRICS = (
     "monitor_runs_total",
     "monitor_last_success_timestamp_seconds",
     "prediction_log_pruned_rows_total",
+    # Champion against challenger (issue: judging a challenger on live traffic).
+    "model_comparison_rows",
+    "model_comparison_agreement",
+    "model_comparison_abs_diff",
+    "model_comparison_labelled",
+    "model_comparison_live_metric",
+    "model_comparison_actions_total",
 )

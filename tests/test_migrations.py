@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine, make_url
 
 from core import db, jobs, migrations, monitor_reports
+from core.prediction_log import shadow
 from core.settings import PROJECT_ROOT
 from tests.api.conftest import pg_admin_url
 from tests.conftest import IN_CI
@@ -340,7 +341,11 @@ def test_a_database_of_an_older_release_gets_the_tables_and_indexes_it_lacks(eng
     assert missing == [
         ("add_index", "ix_prediction_feedback_model_version_id"),
         ("add_index", "ix_prediction_log_request_id_row_index"),
+        # Revision 0002's, which no release before migrations had.
+        ("add_index", "ix_prediction_shadow_model_id"),
+        ("add_index", "ix_prediction_shadow_request_id_row_index"),
         ("add_table", "prediction_feedback"),
+        ("add_table", "prediction_shadow"),
     ], missing
 
     assert db.migrate(engine) == migrations.head()
@@ -497,6 +502,64 @@ def test_autogenerate_writes_the_json_columns_as_the_tables_declare_them(sqlite_
         code = render_python_code(script.upgrade_ops, render_item=migrations.render_item)
     assert 'sa.JSON().with_variant(postgresql.JSONB(), "postgresql")' in code, code
     assert "Text()" not in code, code
+
+
+def upgrade_to(engine: Engine, revision: str) -> None:
+    """Bring the app database to one revision (not the newest), as an older release left it."""
+    with db.schema_connection(engine) as conn:
+        command.upgrade(migrations.config(conn), revision)
+
+
+SHADOW_ROW = {
+    "request_id": "req-1",
+    "row_index": 0,
+    "model": "iris",
+    "served": "champion",
+    "champion_version": "1",
+    "champion_output": {"label": "setosa", "probabilities": {"setosa": 0.97}},
+    "challenger_version": "2",
+    "challenger_output": {"label": "versicolor", "probabilities": {"setosa": 0.4}},
+    "shadow_ms": 0.8,
+    "created_at": T0,
+}
+
+
+def test_a_database_at_the_baseline_gets_the_shadow_table_and_keeps_its_rows(engine):
+    upgrade_to(engine, "0001")
+    assert revision_of(engine) == "0001"
+    assert "prediction_shadow" not in table_names(engine)
+    insert_legacy_rows(engine)
+    before = table_rows(engine)
+
+    assert db.migrate(engine) == migrations.head() == "0002"
+
+    assert table_rows(engine) == before
+    assert "prediction_shadow" in migrations.target_metadata().tables
+    assert differences(engine) == []
+    indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes("prediction_shadow")}
+    assert indexes == {
+        "ix_prediction_shadow_model_id",
+        "ix_prediction_shadow_request_id_row_index",
+    }
+    # The code of today writes and reads it, joined with the baseline's labels (req-1, row 0).
+    shadow.record(engine, [SHADOW_ROW])
+    (row,) = shadow.window(engine, "iris", "1", "2", 10)
+    assert row["challenger_output"] == SHADOW_ROW["challenger_output"]
+    assert row["served"] == "champion" and row["actual"] == "setosa"
+
+
+def test_the_shadow_revision_downgrades_to_the_baseline(engine):
+    db.migrate(engine)
+    insert_legacy_rows(engine)
+    shadow.record(engine, [SHADOW_ROW])
+    before = table_rows(engine)
+
+    with db.schema_connection(engine) as conn:
+        command.downgrade(migrations.config(conn), "0001")
+
+    assert revision_of(engine) == "0001"
+    assert "prediction_shadow" not in table_names(engine)
+    assert table_rows(engine) == before
 
 
 # -- MLflow's store and the roles that migrate -----------------------------------------------------

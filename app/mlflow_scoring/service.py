@@ -9,17 +9,25 @@ from __future__ import annotations
 
 from functools import cache
 from importlib.metadata import version as package_version
+from typing import Any
 
 import orjson
 from flask import Response, request
 
-from app import prediction
+from app import intervals, prediction
 from app.json_body import parse_json, read_body
-from app.mlflow_scoring.formats import CONTENT_TYPE_CSV, csv_records, json_records, media_type
+from app.mlflow_scoring.formats import (
+    CONTENT_TYPE_CSV,
+    PARAMS,
+    csv_records,
+    json_records,
+    media_type,
+)
 from core.specs import ModelSpec
 
 MODEL_NAME_HEADER = "X-Model-Name"
 MODEL_VERSION_HEADER = "X-Model-Version"
+INTERVAL_FIELD = "params.interval"  # housing: {"prediction", "lower", "upper"} per row
 
 
 @cache
@@ -55,20 +63,33 @@ def invocations(name: str, version: str | None) -> Response:
     mime = media_type(request.headers.get("Content-Type"))
     raw = read_body()
     limit = prediction.max_rows()
-    records = (
-        csv_records(raw, limit)
-        if mime == CONTENT_TYPE_CSV
-        else json_records(parse_json(raw), limit)
-    )
+    if mime == CONTENT_TYPE_CSV:
+        records, level = csv_records(raw, limit), None
+    else:
+        payload = parse_json(raw)
+        records = json_records(payload, limit)
+        level = intervals.parse_level(payload.get(PARAMS, {}).get("interval"), INTERVAL_FIELD)
     matrix = prediction.validate_records(spec, records)
     # Checked before a pinned version is looked up (or loaded): a bad request changes nothing.
-    pinned = prediction.pinned(spec, version)
-    result = prediction.predict_and_log(pinned, matrix)
-    predictions = (
-        result.values.tolist()
-        if spec.task == "regression"
-        else prediction.labels(pinned.served, result)
+    pinned = prediction.routed(spec, version)
+    conformal = (
+        intervals.intervals_for(pinned.served, level, INTERVAL_FIELD) if level is not None else None
     )
+    result = prediction.predict_and_log(pinned, matrix)
+    predictions: list[Any]
+    if conformal is not None and level is not None:
+        # As a pyfunc model returning a DataFrame is answered: one record per row.
+        lower, upper = conformal.bounds(result.values, level)
+        predictions = [
+            {"prediction": p, "lower": lo, "upper": hi}
+            for p, lo, hi in zip(
+                result.values.tolist(), lower.tolist(), upper.tolist(), strict=True
+            )
+        ]
+    elif spec.task == "regression":
+        predictions = result.values.tolist()
+    else:
+        predictions = prediction.labels(pinned.served, result)
     body = orjson.dumps({"predictions": predictions})
     return _named(
         Response(body, status=200, mimetype="application/json"), spec, pinned.served.version

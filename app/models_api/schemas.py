@@ -7,6 +7,7 @@ import re
 import marshmallow as ma
 from marshmallow.validate import Range
 
+from core import comparison
 from core.feedback import DEFAULT_WINDOW, MAX_WINDOW
 from core.monitor_reports import DRIFT_STATUSES as REPORTED_DRIFT_STATUSES
 
@@ -53,6 +54,13 @@ class ServedModelSchema(ma.Schema):
     alias = ma.fields.String(metadata={"example": "champion"})
     run_id = ma.fields.String(allow_none=True)
     algorithm = ma.fields.String(allow_none=True, metadata={"example": "logistic_regression"})
+    intervals = ma.fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "how the version's conformal prediction intervals were calibrated "
+            "(method, n, folds, bins, max_level); null for a version without them"
+        },
+    )
     runtime = ma.fields.String(
         allow_none=True,
         metadata={
@@ -196,3 +204,98 @@ class DriftReportSchema(ma.Schema):
         values=ma.fields.Float(allow_none=True),
         metadata={"description": "PSI per input feature", "example": {"MedInc": 0.04}},
     )
+
+
+class ComparisonSideSchema(ma.Schema):
+    """One side of the comparison: a version and how many compared rows it answered."""
+
+    version = ma.fields.String(metadata={"example": "3"})
+    served_rows = ma.fields.Integer(
+        metadata={
+            "description": "compared rows this version answered the client for (the other "
+            "scored them in the shadow); absent without a challenger",
+            "example": 180,
+        }
+    )
+
+
+class AgreementSchema(ma.Schema):
+    """Classification: how often the two versions agree on the same rows."""
+
+    rate = ma.fields.Float(
+        allow_none=True, metadata={"description": "share of rows with the same label"}
+    )
+    agreed = ma.fields.Integer(metadata={"description": "rows with the same label"})
+    mean_abs_probability_diff = ma.fields.Float(
+        allow_none=True,
+        metadata={"description": "mean absolute difference of the class probabilities"},
+    )
+
+
+class DifferenceSchema(ma.Schema):
+    """Regression: how far the two versions' predictions are on the same rows."""
+
+    mean_abs = ma.fields.Float(
+        allow_none=True, metadata={"description": "mean |challenger - champion|"}
+    )
+    max_abs = ma.fields.Float(
+        allow_none=True, metadata={"description": "max |challenger - champion|"}
+    )
+    mean_signed = ma.fields.Float(
+        allow_none=True,
+        metadata={"description": "mean challenger - champion (positive: challenger higher)"},
+    )
+
+
+LIVE_METRICS = ma.fields.Dict(
+    keys=ma.fields.String(),
+    values=ma.fields.Float(allow_none=True),
+    metadata={
+        "description": "rmse and mae (regression) or accuracy (classification) on the labelled "
+        "compared rows; null without labels"
+    },
+)
+
+
+class ComparisonQualitySchema(ma.Schema):
+    """Both versions scored on the SAME labelled rows."""
+
+    labelled = ma.fields.Integer(metadata={"description": "compared rows with a label"})
+    metric = ma.fields.String(metadata={"description": "the metric the verdict compares"})
+    min_labels = ma.fields.Integer(metadata={"description": "labels needed for a verdict"})
+    min_improvement = ma.fields.Float(
+        metadata={"description": "margin by which the better version's metric must win"}
+    )
+    champion = LIVE_METRICS
+    challenger = LIVE_METRICS
+
+
+class ComparisonSchema(ma.Schema):
+    """GET /models/<name>/comparison: champion against challenger on the same live requests."""
+
+    model = ma.fields.String(metadata={"example": "iris"})
+    champion = ma.fields.Nested(ComparisonSideSchema, allow_none=True)
+    challenger = ma.fields.Nested(
+        ComparisonSideSchema, allow_none=True, metadata={"description": "null: no challenger"}
+    )
+    rows_compared = ma.fields.Integer(
+        metadata={"description": "newest rows both versions scored (at most `window`)"}
+    )
+    window = ma.fields.Integer(metadata={"description": "comparison.<model>.window_rows"})
+    agreement = ma.fields.Nested(
+        AgreementSchema, metadata={"description": "classification models only"}
+    )
+    difference = ma.fields.Nested(
+        DifferenceSchema, metadata={"description": "regression models only"}
+    )
+    live_quality = ma.fields.Nested(
+        ComparisonQualitySchema, allow_none=True, metadata={"description": "null: no challenger"}
+    )
+    verdict = ma.fields.String(metadata={"enum": list(comparison.VERDICTS)})
+    rule = ma.fields.String(
+        metadata={
+            "enum": list(comparison.RULES),
+            "description": "the rule that decided the verdict",
+        }
+    )
+    reason = ma.fields.String(metadata={"description": "the verdict in words, with its figures"})

@@ -1,20 +1,22 @@
-"""What the model endpoints report: served versions, registry versions, live quality, drift."""
+"""What the model endpoints report: served versions, registry versions, live quality, drift,
+and champion against challenger on the same live requests."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import current_app
 
-from app.errors import ApiError
+from app.errors import ApiError, registry_call
 from app.models_api.schemas import PENDING
 from app.runtime import get_runtime
-from core import feedback, monitor_reports, registry
+from core import comparison, feedback, monitor_reports, registry
 from core.compiled import TAG_RUNTIME
 from core.registry import VersionInfo
-from core.specs import MODEL_SPECS, ModelSpec
+from core.settings import PROJECT_ROOT
+from core.specs import ALIAS_CHALLENGER, MODEL_SPECS, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +64,9 @@ def version_view(info: VersionInfo) -> dict[str, Any]:
     }
 
 
-def _registry_call(func: Callable[..., T], *args: Any) -> T:
-    """Run a registry function: NotFound is 404, Conflict 409, any other failure 503."""
-    try:
-        return func(*args)
-    except registry.NotFound as exc:
-        raise ApiError(404, str(exc)) from None
-    except registry.Conflict as exc:
-        raise ApiError(409, str(exc)) from None
-    except Exception:  # the registry being down is a 503, not a 500
-        log.exception("model registry call %s failed", getattr(func, "__name__", func))
-        raise ApiError(503, "The model registry is unavailable; retry later.") from None
-
-
 def detail(spec: ModelSpec) -> dict[str, Any]:
     """GET /models/<name>: what is served and every registered version, newest first."""
-    versions = _registry_call(registry.list_versions, spec.registered_name)
+    versions = registry_call(registry.list_versions, spec.registered_name)
     return {
         "name": spec.name,
         "registered_name": spec.registered_name,
@@ -89,14 +78,14 @@ def detail(spec: ModelSpec) -> dict[str, Any]:
 
 def promote(spec: ModelSpec, version: str) -> dict[str, Any]:
     """Point @champion at version (the old champion becomes @previous)."""
-    info = _registry_call(registry.promote, spec.registered_name, version)
+    info = registry_call(registry.promote, spec.registered_name, version)
     log.info("admin promoted %s version %s", spec.registered_name, info.version)
     return _moved(spec, info, "Promoted")
 
 
 def rollback(spec: ModelSpec) -> dict[str, Any]:
     """Move @champion back to @previous."""
-    info = _registry_call(registry.rollback, spec.registered_name)
+    info = registry_call(registry.rollback, spec.registered_name)
     log.info("admin rolled %s back to version %s", spec.registered_name, info.version)
     return _moved(spec, info, "Rolled back to")
 
@@ -141,3 +130,32 @@ def drift(spec: ModelSpec) -> dict[str, Any]:
         **{key: report.get(key) for key in DRIFT_FIELDS},
         "features": report.get("features") or {},
     }
+
+
+# The params.yaml whose `comparison:` section the API reads: the image's own, like the monitor's
+# checks (deploy/entrypoint.sh); app.config["PARAMS_FILE"] replaces it (tests).
+DEFAULT_PARAMS_FILE = PROJECT_ROOT / "params.yaml"
+
+
+def comparison_params(spec: ModelSpec) -> comparison.ComparisonParams:
+    """The model's comparison settings, read on every call (a change applies at once)."""
+    path = Path(current_app.config.get("PARAMS_FILE") or DEFAULT_PARAMS_FILE)
+    try:
+        return comparison.load_params(path)[spec.name]
+    except OSError:
+        log.exception("cannot read the comparison settings from %s", path)
+        raise ApiError(500, "The comparison settings (params.yaml) cannot be read.") from None
+    except comparison.ComparisonParamsError as exc:
+        log.error("invalid comparison settings in %s: %s", path, exc)
+        raise ApiError(500, f"The comparison settings are invalid: {exc}") from None
+
+
+def compare(spec: ModelSpec) -> dict[str, Any]:
+    """GET /models/<name>/comparison: @champion against @challenger on the rows both scored."""
+    params = comparison_params(spec)
+    champion = registry_call(registry.champion, spec.registered_name)
+    challenger = registry_call(registry.get_alias, spec.registered_name, ALIAS_CHALLENGER)
+    if champion is None or challenger is None or challenger.version == champion.version:
+        return comparison.without_challenger(spec, champion.version if champion else None, params)
+    engine = get_runtime().database()
+    return comparison.compare(engine, spec, champion.version, challenger.version, params)

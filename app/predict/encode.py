@@ -8,11 +8,12 @@ orjson would write for those dicts.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 
-from app.predict.inference import Prediction
+from app.inference import Prediction
 from core import json_rows
 from core.specs import ModelSpec
 
@@ -39,6 +40,21 @@ def _class_rows(classes: tuple[str, ...], prediction: Prediction) -> bytes:
     return json_rows.array_of(blob)
 
 
+class Bounds(NamedTuple):
+    """Prediction intervals of a regression answer: bounds per row at one level."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    level: float
+
+    def rows(self) -> list[dict[str, float]]:
+        """One {"lower", "upper", "level"} per row."""
+        return [
+            {"lower": lo, "upper": hi, "level": self.level}
+            for lo, hi in zip(self.lower.tolist(), self.upper.tolist(), strict=True)
+        ]
+
+
 def body(
     spec: ModelSpec,
     classes: tuple[str, ...],
@@ -46,18 +62,23 @@ def body(
     single: bool,
     model: dict[str, str],
     request_id: str,
+    bounds: Bounds | None = None,
 ) -> bytes:
     """The response body: one prediction, or {"predictions": [...]}, then the model and the
-    request id (the documented field order)."""
+    request id (the documented field order); with bounds, "interval" (single) or "intervals"
+    (batch) after the unit."""
     tail = {"model": model, "request_id": request_id}
     if spec.task == "regression":
         if single:
-            return orjson.dumps(
-                {"prediction": float(prediction.values[0]), "unit": spec.unit, **tail}
-            )
-        head: dict[str, Any] = {"predictions": prediction.values}
+            head: dict[str, Any] = {"prediction": float(prediction.values[0]), "unit": spec.unit}
+            if bounds is not None:
+                head["interval"] = bounds.rows()[0]
+            return orjson.dumps({**head, **tail})
+        head = {"predictions": prediction.values}
         if spec.unit:
             head["unit"] = spec.unit
+        if bounds is not None:
+            head["intervals"] = bounds.rows()
         return orjson.dumps({**head, **tail}, option=_NUMPY)
     if single:
         index = int(prediction.labels[0])

@@ -26,6 +26,15 @@ from core.specs import HOUSING, IRIS, ModelSpec
 
 F = TypeVar("F", bound=Callable[..., Response])
 
+INTERVAL_PARAMETER = {
+    "in": "query",
+    "name": "interval",
+    "required": False,
+    "description": "also return a conformal prediction interval per prediction at this "
+    "coverage, e.g. 0.9 (calibrated on training data; 409 for a version without them)",
+    "schema": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1},
+}
+
 blp = Blueprint(
     "predict",
     __name__,
@@ -54,7 +63,10 @@ def documented(spec: ModelSpec) -> Callable[[F], F]:
             HTTPStatus.SERVICE_UNAVAILABLE,
         ):
             view = blp.alt_response(status.value, response=status.name)(view)
-        return blp.doc(**operation_text(spec), parameters=[version_parameter("query")])(view)
+        parameters = [version_parameter("query")]
+        if spec.task == "regression":
+            parameters.append(INTERVAL_PARAMETER)
+        return blp.doc(**operation_text(spec), parameters=parameters)(view)
 
     return decorate
 

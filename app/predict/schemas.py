@@ -121,8 +121,22 @@ def _response_schemas(spec: ModelSpec) -> dict[str, type[ma.Schema]]:
     }
     if spec.task == "regression":
         unit = ma.fields.String(metadata={"example": spec.unit})
-        single: dict[str, Any] = {"prediction": ma.fields.Float(), "unit": unit}
-        batch: dict[str, Any] = {"predictions": ma.fields.List(ma.fields.Float()), "unit": unit}
+        interval = ma.Schema.from_dict(
+            {"lower": ma.fields.Float(), "upper": ma.fields.Float(), "level": ma.fields.Float()},
+            name=f"{title(spec)}Interval",
+        )
+        single: dict[str, Any] = {
+            "prediction": ma.fields.Float(),
+            "unit": unit,
+            "interval": ma.fields.Nested(interval, metadata={"description": "with ?interval="}),
+        }
+        batch: dict[str, Any] = {
+            "predictions": ma.fields.List(ma.fields.Float()),
+            "unit": unit,
+            "intervals": ma.fields.List(
+                ma.fields.Nested(interval), metadata={"description": "with ?interval="}
+            ),
+        }
     else:
         probabilities = ma.fields.Dict(
             keys=ma.fields.String(validate=validate.OneOf(spec.classes)),
@@ -189,7 +203,11 @@ def response_examples(spec: ModelSpec) -> dict[str, Any]:
     }
     common = {"model": ref, "request_id": EXAMPLE_REQUEST_ID}
     if spec.task == "regression":
-        single = {"prediction": 4.41, "unit": spec.unit}
+        single = {
+            "prediction": 4.41,
+            "unit": spec.unit,
+            "interval": {"lower": 3.87, "upper": 4.98, "level": 0.9},
+        }
         batch = {"predictions": [4.41, 3.12], "unit": spec.unit}
     else:
         probabilities = {spec.classes[0]: 0.98, spec.classes[1]: 0.02, spec.classes[2]: 0.0}

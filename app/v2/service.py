@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from flask import Response, current_app, g
 
-from app import prediction
+from app import intervals, prediction
 from app.errors import ApiError
 from app.model_cache import ServedModel
 from app.runtime import get_runtime
@@ -56,6 +56,11 @@ def model_ready(name: str, version: str | None) -> dict[str, Any]:
     """Ready when this version is loaded (a pinned one is loaded now); 404, 409 or 503."""
     prediction.pinned(prediction.spec_or_404(name), version)
     return {"name": name, "ready": True}
+
+
+# With parameters.interval (regression): the bounds of each prediction's conformal interval.
+INTERVAL_FIELD = "parameters.interval"
+INTERVAL_OUTPUTS = ["lower", "upper"]
 
 
 def _output_tensors(spec: ModelSpec) -> list[dict[str, Any]]:
@@ -184,11 +189,15 @@ def _outputs(
     return tensors
 
 
-def _check_outputs(spec: ModelSpec, wanted: tuple[str, ...] | None, has_proba: bool) -> None:
+def _check_outputs(
+    spec: ModelSpec, wanted: tuple[str, ...] | None, has_proba: bool, level: float | None = None
+) -> None:
     """400 for a requested output the model does not have (before anything is predicted)."""
     if wanted is None:
         return
     names = [t["name"] for t in _output_tensors(spec)]
+    if level is not None:
+        names += INTERVAL_OUTPUTS
     if spec.task == "classification" and not has_proba:
         names.remove("probabilities")
     unknown = [name for name in wanted if name not in names]
@@ -209,11 +218,21 @@ def infer(name: str, version: str | None, request: InferRequest) -> Response:
     # The request is checked before a pinned version is looked up (or loaded): a bad one
     # changes nothing.
     matrix = prediction.validate_records(spec, _records(spec, request))
-    _check_outputs(spec, request.outputs, has_proba=True)
-    pinned = prediction.pinned(spec, version)
-    _check_outputs(spec, request.outputs, pinned.served.has_proba)
+    level = intervals.parse_level(request.interval, INTERVAL_FIELD)
+    _check_outputs(spec, request.outputs, has_proba=True, level=level)
+    pinned = prediction.routed(spec, version)
+    _check_outputs(spec, request.outputs, pinned.served.has_proba, level)
+    conformal = (
+        intervals.intervals_for(pinned.served, level, INTERVAL_FIELD) if level is not None else None
+    )
     result = prediction.predict_and_log(pinned, matrix)
-    tensors = _select(_outputs(spec, pinned.served, result), request.outputs)
+    outputs = _outputs(spec, pinned.served, result)
+    if conformal is not None and level is not None:
+        lower, upper = conformal.bounds(result.values, level)
+        rows, interval = len(result), {"interval": level}
+        outputs.append(OutputTensor("lower", FP64, [rows], lower.tolist(), interval))
+        outputs.append(OutputTensor("upper", FP64, [rows], upper.tolist(), interval))
+    tensors = _select(outputs, request.outputs)
     binary = {t.name for t in tensors} if request.binary_all else request.binary_outputs
     documents, tail = encode_outputs(tensors, binary)
     body: dict[str, Any] = {"model_name": name, "model_version": pinned.served.version}

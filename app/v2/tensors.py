@@ -61,6 +61,7 @@ class InferRequest:
     outputs: tuple[str, ...] | None = None
     binary_outputs: frozenset[str] = field(default_factory=frozenset)
     binary_all: bool = False
+    interval: Any = None  # parameters.interval as sent (app.intervals checks it)
 
 
 def read_infer_body() -> InferBody:
@@ -131,6 +132,7 @@ def parse_request(body: InferBody) -> InferRequest:
         outputs=outputs,
         binary_outputs=binary_outputs,
         binary_all=parameters.get("binary_data_output") is True,
+        interval=parameters.get("interval"),
     )
 
 

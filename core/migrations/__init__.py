@@ -42,7 +42,7 @@ def target_metadata() -> MetaData:
     """The tables the code declares (every table module of core imported), for autogenerate."""
     # Importing a table module adds its tables to db.metadata.
     from core import db, feedback, jobs, monitor_reports  # noqa: F401
-    from core.prediction_log import table  # noqa: F401
+    from core.prediction_log import shadow, table  # noqa: F401
 
     return db.metadata
 

@@ -191,12 +191,12 @@ def test_batch_errors_are_capped(client):
 
 
 def test_unexpected_error_is_a_bare_500(api_app, monkeypatch):
-    from app.predict import service
+    from app import prediction
 
     def explode(*_args, **_kwargs):
         raise RuntimeError("secret /etc/path detail")
 
-    monkeypatch.setattr(service, "predict", explode)
+    monkeypatch.setattr(prediction, "predict", explode)
     response = api_app.test_client().post("/predict/iris", json=I)
     text = response.get_data(as_text=True)
     assert response.status_code == 500

@@ -7,8 +7,8 @@ import numpy as np
 import orjson
 import pytest
 
+from app.inference import Prediction
 from app.predict.encode import body
-from app.predict.inference import Prediction
 from core import json_rows
 from core.specs import HOUSING, IRIS
 

@@ -66,6 +66,11 @@ def test_a_slowed_clock_picks_and_produces_the_same_models(trained_registry, tmp
     outputs = decided_outputs(ws)
     for model in MODEL_SPECS:
         assert f"train@{model}:models/{model}/model.pkl" in outputs
+        # The calibration stored with the version: out-of-fold residuals or probabilities.
+        assert f"train@{model}:models/{model}/conformal.json" in outputs
+        assert (ws / "models" / model / "conformal.json").read_bytes() == (
+            normal / "models" / model / "conformal.json"
+        ).read_bytes()
         assert (ws / "metrics" / f"{model}.json").read_bytes() == (
             normal / "metrics" / f"{model}.json"
         ).read_bytes()

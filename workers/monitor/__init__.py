@@ -1,9 +1,10 @@
-"""Periodic model monitoring: input drift, live quality, retraining on degradation, retention.
+"""Periodic model monitoring: input drift, live quality, retraining on degradation, champion
+against challenger (and the optional promotion rule), retention.
 
 Plain functions with their dependencies passed in (database engine, settings, a publish
 callable), so tests call them without Celery; workers/monitor_tasks.py wraps them as the tasks
 beat schedules. One module per job: params (thresholds from params.yaml), drift, quality,
-triggers (automatic retrains) and retention.
+triggers (automatic retrains), comparison (champion against challenger) and retention.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from core.metrics import MONITOR_LAST_SUCCESS, MONITOR_RUNS, RETRAIN_AUTO_TRIGGE
 from core.monitor_reports import STATUS_DRIFT
 from core.specs import MODEL_SPECS, ModelSpec
 from workers.config import WorkerSettings
-from workers.monitor import retention, triggers
+from workers.monitor import comparison, retention, triggers
 from workers.monitor.drift import check_drift, drift_reason
 from workers.monitor.params import MonitorParams, load_params
 from workers.monitor.quality import check_quality
@@ -43,7 +44,9 @@ class MonitorError(RuntimeError):
 def check_model(
     engine: Engine, spec: ModelSpec, mp: MonitorParams, publish: triggers.Publish
 ) -> dict[str, Any]:
-    """Drift and live quality of one model; asks for a retrain when either degraded."""
+    """Drift and live quality of one model; asks for a retrain when either degraded. Then
+    champion against challenger (comparison settings given): gauges, and with `promote` on,
+    the challenger promoted or rejected on its verdict."""
     champion = registry.champion(spec.registered_name)
     drift_report = check_drift(engine, spec, mp, champion)
     quality_report = check_quality(engine, spec, mp, champion)
@@ -54,6 +57,12 @@ def check_model(
         "quality": quality_report["status"],
         "retrain": None,
     }
+    if mp.comparison is not None:
+        # After drift and quality: a promotion moves @champion, which they must not see half-way.
+        compared = comparison.check_comparison(engine, spec, mp.comparison, champion)
+        summary["comparison"] = {
+            key: compared[key] for key in ("verdict", "reason", "rows_compared", "action")
+        }
     if drift_report["status"] == STATUS_DRIFT:
         trigger, reason = triggers.TRIGGER_DRIFT, drift_reason(drift_report)
     elif quality_report["reason"]:
@@ -105,6 +114,7 @@ def initialise_metrics(models: Iterable[str] = MODEL_SPECS) -> None:
     for task in (CHECK, RETENTION):
         for outcome in ("success", "failure"):
             MONITOR_RUNS.labels(task=task, outcome=outcome)
+    comparison.initialise_metrics(models)
     for model in models:
         for trigger in triggers.AUTO_TRIGGERS:
             for outcome in triggers.OUTCOMES:

@@ -1,7 +1,9 @@
-"""The monitor's thresholds: the `monitor:` section of the pipeline workspace's params.yaml.
+"""The monitor's thresholds: the `monitor:` and `comparison:` sections of the pipeline
+workspace's params.yaml.
 
 Read on every run, so a change applies without a restart (like the retrain params). Every key
-is set in params.yaml: the code holds no defaults of its own.
+is set in params.yaml: the code holds no defaults of its own. The `comparison:` section (champion
+against challenger) is core.comparison's, which the API reads too; it is checked there.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import comparison
+from core.comparison import ComparisonParams
 from core.specs import MODEL_SPECS
 
 
@@ -26,9 +30,12 @@ class MonitorParams:
     # The live-quality threshold of the model's task; absent, live quality never triggers.
     max_live_rmse: float | None = None  # regression
     min_live_accuracy: float | None = None  # classification
+    # Champion against challenger (the `comparison:` section), set by load_params.
+    comparison: ComparisonParams | None = None
 
 
 REQUIRED = [f.name for f in dataclasses.fields(MonitorParams) if f.default is dataclasses.MISSING]
+SETTINGS = {f.name for f in dataclasses.fields(MonitorParams)} - {"comparison"}
 
 
 def load_params(workspace: Path) -> dict[str, MonitorParams]:
@@ -37,6 +44,10 @@ def load_params(workspace: Path) -> dict[str, MonitorParams]:
 
     raw = params.load(Path(workspace) / params.PARAMS_FILE)
     params.check(raw)
+    try:
+        compared = comparison.check_params(raw)
+    except comparison.ComparisonParamsError as exc:
+        raise params.ParamsError(str(exc)) from None
     section = raw.get("monitor") or {}
     found = {}
     for name in MODEL_SPECS:
@@ -46,5 +57,6 @@ def load_params(workspace: Path) -> dict[str, MonitorParams]:
             raise params.ParamsError(
                 f"monitor.{name}.{missing[0]} is missing: params.yaml must set it"
             )
-        found[name] = MonitorParams(**cfg)
+        settings = {key: value for key, value in cfg.items() if key in SETTINGS}
+        found[name] = MonitorParams(**settings, comparison=compared[name])
     return found

@@ -1,14 +1,19 @@
-"""Live quality of a model: its versions scored on their newest ground-truth labels."""
+"""Live quality of a model: its versions scored on their newest ground-truth labels, and for a
+regression champion the live coverage of its conformal intervals (conformal.json of the
+version) on the same rows."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from core import feedback, monitor_reports
+from core import feedback, monitor_reports, registry
+from core.conformal import REPORTED_LEVELS, Intervals
 from core.metrics import (
+    MODEL_INTERVAL_COVERAGE,
     MODEL_LIVE_ACCURACY,
     MODEL_LIVE_LABELLED_ROWS,
     MODEL_LIVE_MAE,
@@ -18,6 +23,8 @@ from core.monitor_reports import STATUS_DEGRADED, STATUS_INSUFFICIENT_DATA, STAT
 from core.registry import VersionInfo
 from core.specs import ModelSpec
 from workers.monitor.params import MonitorParams
+
+log = logging.getLogger(__name__)
 
 
 def performance_problem(
@@ -50,6 +57,10 @@ def check_quality(
     for quality in scored:
         _set_gauges(spec, quality)
     current = scored[0] if champion is not None else None
+    if current is not None and spec.task == "regression" and current["labelled"]:
+        current["interval_coverage"] = interval_coverage(
+            engine, spec, current["version"], mp.quality_window_rows
+        )
     problem = performance_problem(spec, mp, current)
     if current is None or current["labelled"] < mp.quality_min_rows:
         status = STATUS_INSUFFICIENT_DATA
@@ -71,6 +82,32 @@ def check_quality(
     }
     monitor_reports.save(engine, monitor_reports.QUALITY, spec.name, report)
     return report
+
+
+def interval_coverage(
+    engine: Engine, spec: ModelSpec, version: str, window: int
+) -> dict[str, float] | None:
+    """Share of the version's newest labelled rows whose actual value lies inside its conformal
+    interval, per level ("0.9": 0.91); sets the gauges. None when it has no usable intervals."""
+    try:
+        data = registry.load_conformal(spec.registered_name, version)
+        intervals = Intervals.from_json(data) if data is not None else None
+    except Exception as exc:  # live RMSE and its retrain trigger must not depend on this file
+        log.warning("no intervals for %s v%s: %s: %s", spec.name, version, type(exc).__name__, exc)
+        return None
+    if intervals is None:
+        return None
+    predictions, actuals = feedback.labelled_values(engine, spec.name, version, window)
+    if not len(predictions):
+        return None
+    coverage = {}
+    for level in REPORTED_LEVELS:
+        share = float(intervals.covered(predictions, actuals, level).mean())
+        coverage[f"{level:g}"] = share
+        MODEL_INTERVAL_COVERAGE.labels(model=spec.name, version=version, level=f"{level:g}").set(
+            share
+        )
+    return coverage
 
 
 def _set_gauges(spec: ModelSpec, quality: dict[str, Any]) -> None:

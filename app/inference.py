@@ -56,8 +56,9 @@ def _require_finite(values: np.ndarray) -> None:
     )
 
 
-def predict(served: ServedModel, matrix: np.ndarray) -> Prediction:
-    """Run the served model (scikit-learn or its compiled form) on matrix; record its metrics."""
+def compute(served: ServedModel, matrix: np.ndarray) -> tuple[Prediction, float]:
+    """Run the served model (scikit-learn or its compiled form) on matrix, recording nothing:
+    the prediction and the model's time in seconds. ApiError 422 when outputs are not finite."""
     if not getattr(_thread_state, "configured", False):
         _configure_sklearn_for_thread()
     model = served.model
@@ -65,61 +66,61 @@ def predict(served: ServedModel, matrix: np.ndarray) -> Prediction:
     if served.spec.task == "regression":
         started = time.perf_counter()
         values = np.asarray(model.predict(matrix), dtype=np.float64).reshape(n)
-        served.inference_histogram.observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
         _require_finite(values)
-        served.predictions_counter.inc(n)
-        if n == 1:
-            served.value_histogram.observe(float(values[0]))
-        else:
-            observe_many(served.value_histogram, values)
-        return Prediction(values, None, None, values)
+        return Prediction(values, None, None, values), seconds
 
     started = time.perf_counter()
     if served.has_proba:
         proba = np.asarray(model.predict_proba(matrix), dtype=np.float64)
-        served.inference_histogram.observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
         _require_finite(proba)
         # The label is the most probable class, so a label never disagrees with its own
         # probabilities (SVC's predict() may, and calling both would double the model time).
         index = proba.argmax(axis=1)
     else:
         labels = model.predict(matrix)
-        served.inference_histogram.observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
         lookup = {c: i for i, c in enumerate(served.classes)}
         index = np.fromiter((lookup[str(label)] for label in labels), dtype=np.intp, count=n)
         proba = None
-    served.predictions_counter.inc(n)
-    if n == 1:
-        served.class_counters[int(index[0])].inc()
-    else:
-        for i, count in enumerate(np.bincount(index, minlength=len(served.classes)).tolist()):
-            if count:
-                served.class_counters[i].inc(count)
     log_proba = proba if proba is not None else np.full((n, len(served.classes)), np.nan)
     log_index = index
     if served.to_spec_columns is not None:
         log_proba, log_index = log_proba[:, served.to_spec_columns], served.to_spec_labels[index]
     # Column blocks, joined by the prediction log's writer thread rather than here.
-    return Prediction(None, proba, index, (log_proba, log_index.reshape(n, 1)))
+    return Prediction(None, proba, index, (log_proba, log_index.reshape(n, 1))), seconds
 
 
-def predict_rows(
-    served: ServedModel, matrix: np.ndarray
-) -> tuple[list[Any], np.ndarray | tuple[np.ndarray, ...]]:
-    """Run the model on matrix.
-
-    Returns one JSON-ready output per row (a float, or {"label", "probabilities"}) and the
-    same outputs laid out for the prediction log (see core.prediction_log.statements).
-    """
-    result = predict(served, matrix)
-    if result.values is not None:
-        return result.values.tolist(), result.log_outputs
-    classes = served.classes
-    if result.probabilities is None:
-        outputs = [{"label": classes[i], "probabilities": None} for i in result.labels.tolist()]
+def predict(served: ServedModel, matrix: np.ndarray) -> Prediction:
+    """Run the served model on matrix and record its metrics (rows, model time, outputs)."""
+    prediction, seconds = compute(served, matrix)
+    served.inference_histogram.observe(seconds)
+    n = len(prediction)
+    served.predictions_counter.inc(n)
+    if prediction.values is not None:
+        if n == 1:
+            served.value_histogram.observe(float(prediction.values[0]))
+        else:
+            observe_many(served.value_histogram, prediction.values)
+    elif n == 1:
+        served.class_counters[int(prediction.labels[0])].inc()
     else:
-        outputs = [
-            {"label": classes[i], "probabilities": dict(zip(classes, p, strict=True))}
-            for i, p in zip(result.labels.tolist(), result.probabilities.tolist(), strict=True)
-        ]
-    return outputs, result.log_outputs
+        counts = np.bincount(prediction.labels, minlength=len(served.classes)).tolist()
+        for i, count in enumerate(counts):
+            if count:
+                served.class_counters[i].inc(count)
+    return prediction
+
+
+def json_outputs(served: ServedModel, prediction: Prediction) -> list[Any]:
+    """One JSON-ready output per row: a float, or {"label", "probabilities"}."""
+    if prediction.values is not None:
+        return prediction.values.tolist()
+    classes = served.classes
+    if prediction.probabilities is None:
+        return [{"label": classes[i], "probabilities": None} for i in prediction.labels.tolist()]
+    return [
+        {"label": classes[i], "probabilities": dict(zip(classes, p, strict=True))}
+        for i, p in zip(prediction.labels.tolist(), prediction.probabilities.tolist(), strict=True)
+    ]
