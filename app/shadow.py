@@ -35,7 +35,9 @@ from core.specs import ALIAS_CHALLENGER, ALIAS_CHAMPION
 
 log = logging.getLogger(__name__)
 
-BATCH_REQUESTS = 64  # requests written per database transaction
+# How often the thread scores and writes what is queued: one batch model call per version pair
+# and one database write per pass, instead of a call and a commit per request.
+FLUSH_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,32 +114,36 @@ class ShadowScorer:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        # Wake every FLUSH_SECONDS and take everything queued: one model call per version pair
+        # and one database write per pass, rather than a call and a commit per request.
         while True:
-            try:
-                first = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return
-                continue
-            jobs = [first]
-            while len(jobs) < BATCH_REQUESTS:
+            stopping = self._stop.wait(FLUSH_SECONDS)
+            jobs = []
+            while True:
                 try:
                     jobs.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                self.process(jobs)
-            except Exception:  # the thread must never die; the rows of this batch are lost
-                log.exception("shadow scoring of %d requests failed", len(jobs))
-            finally:
-                with self._pending_lock:
-                    self._pending_rows -= sum(len(job.prediction) for job in jobs)
+            if jobs:
+                try:
+                    self.process(jobs)
+                except Exception:  # the thread must never die; this pass's rows are lost
+                    log.exception("shadow scoring of %d requests failed", len(jobs))
+                finally:
+                    with self._pending_lock:
+                        self._pending_rows -= sum(len(job.prediction) for job in jobs)
+            if stopping:
+                return
 
     def process(self, jobs: list[_Job]) -> int:
         """Score jobs with their other version and write the rows; returns the rows written."""
-        rows: list[dict[str, Any]] = []
+        groups: dict[tuple[str, str, str], list[_Job]] = {}
         for job in jobs:
-            rows.extend(self._score(job))
+            key = (job.served.spec.name, job.served.version, job.alias)
+            groups.setdefault(key, []).append(job)
+        rows: list[dict[str, Any]] = []
+        for group in groups.values():
+            rows.extend(self._score(group))
         if rows:
             shadow_log.record(self._engine(), rows)
         return len(rows)
@@ -157,42 +163,51 @@ class ShadowScorer:
             return None
         return None if other.version == job.served.version else other
 
-    def _score(self, job: _Job) -> list[dict[str, Any]]:
-        spec = job.served.spec
-        n = len(job.prediction)
-        other = self._other(job)
+    def _score(self, group: list[_Job]) -> list[dict[str, Any]]:
+        """Rows of requests answered by one version as one alias, scored by the other at once."""
+        first = group[0]
+        spec = first.served.spec
+        n = sum(len(job.prediction) for job in group)
+        other = self._other(first)
         if other is None:
             version = self.traffic.challenger(spec.name) or "none"
             metrics.MODEL_SHADOW_ROWS.labels(spec.name, version, "dropped").inc(n)
             return []
         try:
-            prediction, seconds = compute(other, job.matrix)
+            matrix = np.vstack([job.matrix for job in group])
+            prediction, seconds = compute(other, matrix)
         except Exception as exc:  # a broken shadow version must not disturb anything else
             metrics.MODEL_SHADOW_ROWS.labels(spec.name, other.version, "failed").inc(n)
             log.warning("shadow scoring by %s v%s failed: %s", spec.name, other.version, exc)
             return []
         metrics.MODEL_SHADOW_SECONDS.labels(spec.name).observe(seconds)
         metrics.MODEL_SHADOW_ROWS.labels(spec.name, other.version, "scored").inc(n)
-        served_out = json_outputs(job.served, job.prediction)
-        other_out = json_outputs(other, prediction)
-        if job.alias == ALIAS_CHALLENGER:
-            champion, challenger = other, job.served
-            champion_out, challenger_out = other_out, served_out
-        else:
-            champion, challenger = job.served, other
-            champion_out, challenger_out = served_out, other_out
-        shadow_ms = seconds * 1000.0
-        return [
-            {
-                "request_id": job.request_id,
-                "row_index": i,
-                "model": spec.name,
-                "served": job.alias,
-                "champion_version": champion.version,
-                "champion_output": champion_out[i],
-                "challenger_version": challenger.version,
-                "challenger_output": challenger_out[i],
-                "shadow_ms": shadow_ms,
-            }
-            for i in range(n)
-        ]
+        other_all = json_outputs(other, prediction)
+        per_row_ms = seconds * 1000.0 / n
+        rows, offset = [], 0
+        for job in group:
+            size = len(job.prediction)
+            served_out = json_outputs(job.served, job.prediction)
+            other_out = other_all[offset : offset + size]
+            offset += size
+            if job.alias == ALIAS_CHALLENGER:
+                versions = (other.version, job.served.version)
+                champion_out, challenger_out = other_out, served_out
+            else:
+                versions = (job.served.version, other.version)
+                champion_out, challenger_out = served_out, other_out
+            rows.extend(
+                {
+                    "request_id": job.request_id,
+                    "row_index": i,
+                    "model": spec.name,
+                    "served": job.alias,
+                    "champion_version": versions[0],
+                    "champion_output": champion_out[i],
+                    "challenger_version": versions[1],
+                    "challenger_output": challenger_out[i],
+                    "shadow_ms": per_row_ms * size,  # this request's share of the batch call
+                }
+                for i in range(size)
+            )
+        return rows
