@@ -9,6 +9,7 @@ and an empty body as `{}`; reading through read_json_body gives every endpoint t
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, TypeVar
 
 import flask_smorest
@@ -38,6 +39,16 @@ class Blueprint(flask_smorest.Blueprint):
     def pinned_route(self, rule: str) -> Callable[[type], type]:
         """route() for a rule with a <version> pin, documenting what a pin may be."""
         return self.route(rule, parameters=[version_parameter("path")])
+
+    def alt_responses(self, *codes: int) -> Callable[[F], F]:
+        """Document each status code as an error in the API's one error shape."""
+
+        def decorate(view: F) -> F:
+            for code in codes:
+                view = self.alt_response(code, response=HTTPStatus(code).name)(view)
+            return view
+
+        return decorate
 
     def error_responses(self, schema: type[ma.Schema], *codes: int) -> Callable[[F], F]:
         """Document schema as the error body of each status code (the standard protocols')."""

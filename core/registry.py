@@ -374,15 +374,20 @@ def load_validation_report(registered_name: str, version: str) -> dict[str, Any]
     Raises NotFound for an unknown version; other registry or artifact-store failures propagate
     (the caller cannot tell "no report" from "store down" otherwise).
     """
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
     info = get_version(registered_name, version)
     if not info.run_id:
         return None
-    uri = f"runs:/{info.run_id}/{VALIDATION_REPORT_ARTIFACT}"
+    return _json_artifact(f"runs:/{info.run_id}/{VALIDATION_REPORT_ARTIFACT}")
+
+
+def _json_artifact(uri: str) -> dict[str, Any] | None:
+    """A JSON object stored as an artifact; None when there is no such file (any other failure
+    of the registry or the artifact store propagates)."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
     try:
-        report = mlflow.artifacts.load_dict(uri)
+        data = mlflow.artifacts.load_dict(uri)
     except MlflowException as exc:
         if _is_not_found(exc):
             return None
@@ -391,7 +396,7 @@ def load_validation_report(registered_name: str, version: str) -> dict[str, Any]
         if isinstance(exc, FileNotFoundError) or "No such file" in str(exc):
             return None
         raise
-    return report if isinstance(report, dict) else None
+    return data if isinstance(data, dict) else None
 
 
 def load_drift_reference(registered_name: str, version: str) -> dict[str, Any] | None:
@@ -414,17 +419,9 @@ def load_conformal(registered_name: str, version: str) -> dict[str, Any] | None:
 
     Raises NotFound for an unknown version; other registry or artifact-store failures propagate.
     """
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
     from core.conformal import CONFORMAL_FILE
 
     get_version(registered_name, version)  # NotFound first: "no file" must mean just that
-    uri = f"{model_uri(registered_name, version)}/{EXTRA_FILES_DIR}/{CONFORMAL_FILE}"
-    try:
-        data = mlflow.artifacts.load_dict(uri)
-    except MlflowException as exc:
-        if _is_not_found(exc):
-            return None
-        raise
-    return data if isinstance(data, dict) else None
+    return _json_artifact(
+        f"{model_uri(registered_name, version)}/{EXTRA_FILES_DIR}/{CONFORMAL_FILE}"
+    )

@@ -26,8 +26,7 @@ class Canary(MethodView):
     """The canary of one model."""
 
     @blp.response(200, CanarySchema)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    @blp.alt_responses(404, 503)
     def get(self, name: str) -> dict[str, Any]:
         """The share of unpinned traffic routed to @challenger (0 when there is no canary)."""
         return service.state(spec_or_404(name))
@@ -37,14 +36,7 @@ class Canary(MethodView):
     @blp.doc(security=[BEARER_AUTH])
     @blp.arguments(CanaryRequestSchema, example={"share": 0.1})
     @blp.response(200, CanarySchema)
-    @blp.alt_response(400, response="BAD_REQUEST")
-    @blp.alt_response(401, response="UNAUTHORIZED")
-    @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(409, response="CONFLICT")
-    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
-    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
-    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    @blp.alt_responses(400, 401, 403, 404, 409, 413, 415, 503)
     def put(self, body: dict[str, float], name: str) -> dict[str, Any]:
         """Route a share (0 to 0.5) of unpinned requests to the current @challenger. Admin only.
 
@@ -59,10 +51,7 @@ class Canary(MethodView):
     @admin_required
     @blp.doc(security=[BEARER_AUTH])
     @blp.response(200, CanarySchema)
-    @blp.alt_response(401, response="UNAUTHORIZED")
-    @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    @blp.alt_responses(401, 403, 404, 503)
     def delete(self, name: str) -> dict[str, Any]:
         """Abort the canary: the champion answers every request again. Admin only."""
         return service.abort(spec_or_404(name))

@@ -42,8 +42,7 @@ class ModelDetail(MethodView):
     """One model: what is served and every registered version."""
 
     @blp.response(200, ModelDetailSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    @blp.alt_responses(404, 503)
     def get(self, name: str) -> dict[str, Any]:
         """The served version and the registry's versions with their aliases, newest first."""
         return service.detail(service.spec_or_404(name))
@@ -59,13 +58,7 @@ class Promote(MethodView):
     @blp.doc(security=[BEARER_AUTH])
     @blp.arguments(PromoteSchema, example={"version": "2"})
     @blp.response(200, AliasMoveSchema)
-    @blp.alt_response(400, response="BAD_REQUEST")
-    @blp.alt_response(401, response="UNAUTHORIZED")
-    @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(409, response="CONFLICT")
-    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
-    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @blp.alt_responses(400, 401, 403, 404, 409, 413, 415)
     def post(self, body: dict[str, str], name: str) -> dict[str, Any]:
         """Point @champion at a version (the old champion becomes @previous). Admin only."""
         return service.promote(service.spec_or_404(name), body["version"])
@@ -79,10 +72,7 @@ class Rollback(MethodView):
 
     @blp.doc(security=[BEARER_AUTH])
     @blp.response(200, AliasMoveSchema)
-    @blp.alt_response(401, response="UNAUTHORIZED")
-    @blp.alt_response(403, response="FORBIDDEN")
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_responses(401, 403, 404, 409)
     def post(self, name: str) -> dict[str, Any]:
         """Move @champion back to @previous. Admin only; 409 when there is no previous."""
         return service.rollback(service.spec_or_404(name))
@@ -94,8 +84,7 @@ class Performance(MethodView):
 
     @blp.arguments(PerformanceQuerySchema, location="query")
     @blp.response(200, PerformanceSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    @blp.alt_responses(404, 503)
     def get(self, query: dict[str, int], name: str) -> dict[str, Any]:
         """Live metrics per version over its newest `window` labels (see POST /feedback).
 
@@ -110,8 +99,7 @@ class Drift(MethodView):
     """Input drift of recent predictions against the training data."""
 
     @blp.response(200, DriftReportSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    @blp.alt_responses(404, 503)
     def get(self, name: str) -> dict[str, Any]:
         """The newest drift check (PSI per feature) written by the periodic monitor.
 
