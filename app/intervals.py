@@ -31,8 +31,8 @@ def parse_level(raw: Any, field: str = PARAMETER) -> float | None:
 
 
 def intervals_for(served: ServedModel, level: float, field: str = PARAMETER) -> Intervals:
-    """The version's intervals when they support level; 422 for a classifier or a level beyond
-    the calibration, 409 for a version registered without intervals."""
+    """The version's intervals when they support level; 422 for a classifier, 409 for a version
+    registered without intervals or a level its calibration cannot give (it names the range)."""
     spec = served.spec
     if spec.task != "regression":
         message = f"Prediction intervals are for regression models; {spec.name} is a classifier."
@@ -46,5 +46,6 @@ def intervals_for(served: ServedModel, level: float, field: str = PARAMETER) -> 
     try:
         served.intervals.check_level(level)
     except ValueError as exc:
-        raise ApiError(422, "Invalid interval level.", {field: [str(exc)]}) from None
+        # A level in (0, 1) is a valid request; this version's calibration cannot give it.
+        raise ApiError(409, f"Version {served.version} of {spec.registered_name}: {exc}.") from None
     return served.intervals

@@ -31,8 +31,15 @@ INTERVAL_PARAMETER = {
     "name": "interval",
     "required": False,
     "description": "also return a conformal prediction interval per prediction at this "
-    "coverage, e.g. 0.9 (calibrated on training data; 409 for a version without them)",
-    "schema": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1},
+    "coverage, e.g. 0.9 (calibrated on training data); 409 for a version without them or a "
+    "level beyond what its calibration supports (the error names the range)",
+    "schema": {
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+        "exclusiveMinimum": True,
+        "exclusiveMaximum": True,
+    },
 }
 
 blp = Blueprint(
