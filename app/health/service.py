@@ -38,7 +38,13 @@ def broker_check() -> dict[str, Any]:
 
 def overall() -> tuple[dict[str, Any], int]:
     """GET /health: ok or degraded with every check; 503 only when no model can serve."""
-    models = get_runtime().cache.status()
+    runtime = get_runtime()
+    models = runtime.cache.status()
+    for name, model in models.items():
+        # What this worker routes to @challenger now (each worker applies a change on its tick).
+        canary = runtime.traffic.canary(name)
+        model["challenger"] = runtime.traffic.challenger(name)
+        model["canary"] = {"share": canary.share, "version": canary.version} if canary else None
     plog = prediction_log_check()
     broker = broker_check()
     serving = [name for name, m in models.items() if m["status"] == "ok"]

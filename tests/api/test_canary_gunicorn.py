@@ -66,12 +66,19 @@ def to_challenger(body: dict[str, Any]) -> bool:
     return answered
 
 
-def routes_as_keyed(server: Gunicorn, share: float, tag: str, n: int = 60) -> bool:
-    """True when n requests (spread over both workers) all went where their key says."""
-    return all(
-        to_challenger(ask(server, f"{tag}-{i}")) == (canary.bucket("housing", f"{tag}-{i}") < share)
-        for i in range(n)
-    )
+def by_worker(server: Gunicorn, deadline: float, key: str, wanted: Any) -> dict[int, Any]:
+    """Poll /health until every worker reports housing's `key` (canary, challenger) as wanted;
+    pid -> what it reported last."""
+    seen: dict[int, Any] = {}
+
+    def every_worker() -> bool:
+        checks = server.get("/health").json()["checks"]
+        seen[checks["process"]["pid"]] = checks["models"]["housing"][key]
+        workers = server.worker_pids()
+        return workers <= seen.keys() and all(seen[pid] == wanted for pid in workers)
+
+    procs.wait_until(every_worker, deadline, f"every worker with {key} {wanted}", 0.05)
+    return seen
 
 
 def test_every_worker_applies_the_canary_and_its_abort(server: Gunicorn, pins: PinnedRegistry):
@@ -79,12 +86,9 @@ def test_every_worker_applies_the_canary_and_its_abort(server: Gunicorn, pins: P
         server.base_url + "/models/housing/canary", json={"share": 0.3}, headers=ADMIN, timeout=30
     )
     assert response.status_code == 200, response.text
-    rounds = iter(range(10_000))
-    procs.wait_until(
-        lambda: routes_as_keyed(server, 0.3, f"warm{next(rounds)}"),
-        APPLY_DEADLINE,
-        "both workers routing the canary",
-    )
+    wanted = {"share": 0.3, "version": pins.versions["housing"]["rejected"]}
+    applied = by_worker(server, APPLY_DEADLINE, "canary", wanted)
+    assert set(applied) == server.worker_pids()
     n, hits = 400, 0
     for i in range(n):
         rid = f"share-{i}"
@@ -103,12 +107,18 @@ def test_every_worker_applies_the_canary_and_its_abort(server: Gunicorn, pins: P
         server.base_url + "/models/housing/canary", headers=ADMIN, timeout=30
     )
     assert response.status_code == 200, response.text
-    procs.wait_until(
-        lambda: not any(to_challenger(ask(server, f"after-{i}")) for i in range(60)),
-        APPLY_DEADLINE,
-        "every worker back on the champion",
-    )
+    by_worker(server, APPLY_DEADLINE, "canary", None)
+    assert not any(to_challenger(ask(server, f"after-{i}")) for i in range(60))
     assert registry.model_state(HOUSING.registered_name)[1].get(canary.TAG_CANARY) is None
+
+
+def _shadow_request_ids(server: Gunicorn) -> list[str]:
+    engine = create_engine(server.env["DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(select(prediction_shadow.c.request_id)).scalars())
+    finally:
+        engine.dispose()
 
 
 def _shadow_count(server: Gunicorn) -> int:
@@ -132,20 +142,15 @@ def test_shadow_changes_no_answer_and_survives_a_broken_challenger(
         HOUSING.registered_name, "challenger", pins.versions["housing"]["load_check"]
     )
     broken = pins.versions["housing"]["load_check"]
-    # Until every worker has read the move, some rows may still be scored by the old one.
-    rounds = iter(range(10_000))
-    procs.wait_until(
-        lambda: _all_dropped(server, broken, f"round{next(rounds)}"),
-        APPLY_DEADLINE,
-        "both workers skipping the broken challenger",
-    )
-    before, dropped = _shadow_count(server), _dropped(server, broken)
+    # Requests sent once every worker has read the move cannot be scored by the old challenger.
+    by_worker(server, APPLY_DEADLINE, "challenger", broken)
+    dropped = _dropped(server, broken)
     for i in range(60):
         assert ask(server, f"broken-{i}")["predictions"][0] in answers
     procs.wait_until(
         lambda: _dropped(server, broken) >= dropped + 60, APPLY_DEADLINE, "60 more rows dropped"
     )
-    assert _shadow_count(server) == before
+    assert not [rid for rid in _shadow_request_ids(server) if rid.startswith("broken-")]
 
 
 def _dropped(server: Gunicorn, version: str) -> float:
@@ -159,16 +164,3 @@ def _dropped(server: Gunicorn, version: str) -> float:
             }:
                 return sample.value
     return 0.0
-
-
-def _all_dropped(server: Gunicorn, version: str, tag: str) -> bool:
-    """True when 20 requests all ended as dropped shadow rows (no worker scores any more)."""
-    before, rows = _dropped(server, version), _shadow_count(server)
-    for i in range(20):
-        ask(server, f"{tag}-{i}")
-    procs.wait_until(
-        lambda: _dropped(server, version) + _shadow_count(server) - rows >= before + 20,
-        APPLY_DEADLINE,
-        "20 requests' shadow outcome",
-    )
-    return _shadow_count(server) == rows
