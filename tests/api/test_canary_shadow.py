@@ -28,6 +28,7 @@ from tests.api.versions_support import (
     HOUSING_REJECTED_CONSTANT,
     IRIS_CONSTANT,
     PinnedRegistry,
+    app_on,
     copy_pinned_registry,
 )
 from tests.conftest import TrainedRegistry
@@ -41,24 +42,11 @@ def pins(pinned_registry: PinnedRegistry, tmp_path_factory) -> PinnedRegistry:
     return copy_pinned_registry(pinned_registry, tmp_path_factory.mktemp("canary"))
 
 
-def _app(pins: PinnedRegistry, db_dir, **overrides: Any) -> Flask:
-    return start_app(
-        MLFLOW_TRACKING_URI=pins.tracking_uri,
-        DATABASE_URL=f"sqlite:///{db_dir / 'app.db'}",
-        **overrides,
-    )
-
-
 @pytest.fixture
 def app(pins: PinnedRegistry, trained_registry: TrainedRegistry, tmp_path) -> Iterator[Flask]:
-    with procs.environ(
-        {k: pins.env[k] for k in ("STATE_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    ):
-        app = _app(pins, tmp_path, SHADOW_SHARE=1.0)
+    with app_on(pins, tmp_path, trained_registry.tracking_uri, SHADOW_SHARE=1.0) as app:
         get_runtime(app).traffic.refresh()  # the challenger versions, as the first tick reads
         yield app
-        get_runtime(app).stop()
-    registry.configure(trained_registry.tracking_uri)
 
 
 @pytest.fixture
@@ -197,7 +185,9 @@ def test_a_canary_outlives_the_worker_and_stops_when_the_challenger_moves(
     assert (
         client.put("/models/housing/canary", json={"share": 0.5}, headers=ADMIN).status_code == 200
     )
-    other = _app(pins, tmp_path / "other")  # another worker (or a restarted one)
+    other = start_app(  # another worker (or a restarted one)
+        MLFLOW_TRACKING_URI=pins.tracking_uri, DATABASE_URL=f"sqlite:///{tmp_path / 'other.db'}"
+    )
     try:
         runtime = get_runtime(other)
         runtime.traffic.refresh()
@@ -314,20 +304,13 @@ def test_a_broken_shadow_version_changes_no_answer(app, client, pins):
 
 
 def test_no_shadow_rows_without_a_challenger_or_with_share_zero(pins, trained_registry, tmp_path):
-    with procs.environ(
-        {k: pins.env[k] for k in ("STATE_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    ):
-        app = _app(pins, tmp_path, SHADOW_SHARE=0.0)
-        try:
-            get_runtime(app).traffic.refresh()
-            client = app.test_client()
-            for i in range(10):
-                predict(client, "housing", f"z-{i}")
-            get_runtime(app).shadow.stop()
-            assert _shadow_rows(app, "housing") == []
-        finally:
-            get_runtime(app).stop()
-    registry.configure(trained_registry.tracking_uri)
+    with app_on(pins, tmp_path, trained_registry.tracking_uri, SHADOW_SHARE=0.0) as app:
+        get_runtime(app).traffic.refresh()
+        client = app.test_client()
+        for i in range(10):
+            predict(client, "housing", f"z-{i}")
+        get_runtime(app).shadow.stop()
+        assert _shadow_rows(app, "housing") == []
 
 
 def test_shadow_work_beyond_the_row_bound_is_dropped_and_counted(app, client, pins):

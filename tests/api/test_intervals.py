@@ -18,9 +18,8 @@ from core.conformal import Intervals
 from core.prediction_log.table import prediction_log
 from core.specs import HOUSING
 from pipeline import io
-from tests import procs
 from tests.api.conftest import example
-from tests.api.versions_support import PinnedRegistry
+from tests.api.versions_support import PinnedRegistry, app_on
 
 ROW = example("housing")
 
@@ -114,27 +113,15 @@ def test_intervals_are_for_the_regression_model(client):
     assert "classifier" in response.get_json()["errors"]["interval"][0]
 
 
-def test_a_version_without_calibration_is_409(pinned_registry: PinnedRegistry, tmp_path):
-    from tests.api.conftest import start_app
-
-    with procs.environ(
-        {
-            k: pinned_registry.env[k]
-            for k in ("STATE_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-        }
-    ):
-        app = start_app(
-            MLFLOW_TRACKING_URI=pinned_registry.tracking_uri,
-            DATABASE_URL=f"sqlite:///{tmp_path / 'app.db'}",
-        )
-        try:
-            client = app.test_client()
-            response = client.post("/predict/housing?version=previous&interval=0.9", json=ROW)
-            assert response.status_code == 409, response.get_json()
-            assert "no conformal calibration" in response.get_json()["message"]
-            assert client.post("/predict/housing?version=previous", json=ROW).status_code == 200
-        finally:
-            get_runtime(app).stop()
+def test_a_version_without_calibration_is_409(
+    pinned_registry: PinnedRegistry, trained_registry, tmp_path
+):
+    with app_on(pinned_registry, tmp_path, trained_registry.tracking_uri) as app:
+        client = app.test_client()
+        response = client.post("/predict/housing?version=previous&interval=0.9", json=ROW)
+        assert response.status_code == 409, response.get_json()
+        assert "no conformal calibration" in response.get_json()["message"]
+        assert client.post("/predict/housing?version=previous", json=ROW).status_code == 200
 
 
 def _v2(client, parameters: dict[str, Any] | None, outputs: list[str] | None = None):

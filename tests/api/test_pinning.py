@@ -30,6 +30,7 @@ from tests.api.versions_support import (
     HOUSING_REJECTED_CONSTANT,
     IRIS_CONSTANT,
     PinnedRegistry,
+    app_on,
     copy_pinned_registry,
 )
 from tests.conftest import TrainedRegistry
@@ -47,16 +48,9 @@ def pins(pinned_registry: PinnedRegistry, tmp_path_factory) -> PinnedRegistry:
 def app(
     pins: PinnedRegistry, trained_registry: TrainedRegistry, tmp_path_factory
 ) -> Iterator[Flask]:
-    with procs.environ(
-        {k: pins.env[k] for k in ("STATE_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    ):
-        app = start_app(
-            MLFLOW_TRACKING_URI=pins.tracking_uri,
-            DATABASE_URL=f"sqlite:///{tmp_path_factory.mktemp('pinning-db') / 'app.db'}",
-        )
+    db_dir = tmp_path_factory.mktemp("pinning-db")
+    with app_on(pins, db_dir, trained_registry.tracking_uri) as app:
         yield app
-        get_runtime(app).stop()
-    registry.configure(trained_registry.tracking_uri)
 
 
 @pytest.fixture

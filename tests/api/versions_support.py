@@ -8,8 +8,10 @@ The extra models are constants, so an answer tells which version computed it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,15 @@ from typing import Any
 import mlflow
 import mlflow.sklearn
 import numpy as np
+from flask import Flask
 from mlflow import MlflowClient
 from sklearn.dummy import DummyClassifier, DummyRegressor
 
+from app.runtime import get_runtime
 from core import registry
 from core.specs import ALIAS_CHALLENGER, ALIAS_PREVIOUS, HOUSING, IRIS, ModelSpec
 from tests import procs
+from tests.api.conftest import start_app
 from tests.conftest import TrainedRegistry, registry_env
 
 PASSED = {
@@ -146,3 +151,22 @@ def copy_pinned_registry(source: PinnedRegistry, root: Path) -> PinnedRegistry:
     return PinnedRegistry(
         env["MLFLOW_TRACKING_URI"], state_dir, {**os.environ, **env}, source.versions
     )
+
+
+@contextlib.contextmanager
+def app_on(pins: PinnedRegistry, db_dir: Path, restore: str, **overrides: Any) -> Iterator[Flask]:
+    """A warmed app on pins' registry (its environment set, for MLflow calls of the test too),
+    its database in db_dir; stopped afterwards, and the registry module pointed back at
+    restore (the session registry's URI)."""
+    keys = ("STATE_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    with procs.environ({k: pins.env[k] for k in keys}):
+        app = start_app(
+            MLFLOW_TRACKING_URI=pins.tracking_uri,
+            DATABASE_URL=f"sqlite:///{db_dir / 'app.db'}",
+            **overrides,
+        )
+        try:
+            yield app
+        finally:
+            get_runtime(app).stop()
+    registry.configure(restore)
