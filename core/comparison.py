@@ -249,7 +249,7 @@ def compare(
     sides = {}
     for side, version in (("champion", champion_version), ("challenger", challenger_version)):
         outputs = [r[f"{side}_output"] for r in labelled]
-        metrics = feedback.score(spec, outputs, actuals) if labelled else _no_metrics(spec)
+        metrics = feedback.score(spec, outputs, actuals) if labelled else feedback.no_metrics(spec)
         served = sum(r["served"] == side for r in rows)
         sides[side] = {"version": version, "served_rows": served, "metrics": metrics}
     verdict, rule, reason = decide(
@@ -299,7 +299,3 @@ def without_challenger(
         "rule": RULE_ALIASES,
         "reason": reason,
     }
-
-
-def _no_metrics(spec: ModelSpec) -> dict[str, None]:
-    return {"accuracy": None} if spec.task == "classification" else {"rmse": None, "mae": None}

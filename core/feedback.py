@@ -237,6 +237,11 @@ def labelled_values(
     return predictions, np.asarray([r.actual for r in rows], dtype=float)
 
 
+def no_metrics(spec: ModelSpec) -> dict[str, float | None]:
+    """The live metrics of a version with no labels: each one None."""
+    return {"accuracy": None} if spec.task == "classification" else {"rmse": None, "mae": None}
+
+
 def quality(
     engine: Engine, spec: ModelSpec, version: str, window: int = DEFAULT_WINDOW
 ) -> dict[str, Any]:
@@ -246,9 +251,7 @@ def quality(
     if rows:
         metrics = score(spec, [r.prediction for r in rows], [r.actual for r in rows])
     else:
-        metrics = (
-            {"accuracy": None} if spec.task == "classification" else {"rmse": None, "mae": None}
-        )
+        metrics = no_metrics(spec)
     stamps: list[datetime] = [db.as_utc(r.created_at) for r in rows]
     return {
         "version": version,
